@@ -1,0 +1,59 @@
+"""The one place for JPEG degradations: single and non-aligned double JPEG, QF sampling.
+
+All functions take and return uint8 ``H x W x C`` arrays (C = 3 RGB order, or C = 1 gray).
+JPEG is OpenCV's (libjpeg, 4:2:0 chroma subsampling for colour), which reproduces the
+JPEG columns of the paper's tables exactly.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+QF_RANGE = (1, 100)
+
+
+def qf_to_label(qf: int | float) -> float:
+    """JPEG quality factor -> the network's normalised compression level (100 - QF) / 100."""
+    return (100.0 - qf) / 100.0
+
+
+def label_to_qf(label: float) -> float:
+    """Inverse of ``qf_to_label``: (100 - QF) / 100 -> QF."""
+    return 100.0 * (1.0 - label)
+
+
+def jpeg(img: np.ndarray, qf: int) -> np.ndarray:
+    """Compress and decode with OpenCV at quality ``qf`` (1..100); shape and channel order kept."""
+    qf = int(qf)
+    if not QF_RANGE[0] <= qf <= QF_RANGE[1]:
+        raise ValueError(f"JPEG quality factor must be in [1, 100], got {qf}")
+    squeeze = img.ndim == 2
+    if squeeze:
+        img = img[:, :, None]
+    colour = img.shape[2] == 3
+    src = cv2.cvtColor(img, cv2.COLOR_RGB2BGR) if colour else img[:, :, 0]
+    ok, buf = cv2.imencode(".jpg", src, [int(cv2.IMWRITE_JPEG_QUALITY), qf])
+    if not ok:
+        raise RuntimeError("OpenCV failed to encode JPEG")
+    if colour:
+        out = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    else:
+        out = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)[:, :, None]
+    return out[:, :, 0] if squeeze else out
+
+
+def shift_crop(img: np.ndarray, shift: tuple[int, int]) -> np.ndarray:
+    """Remove the first ``shift[0]`` rows and ``shift[1]`` columns (top-left), as the paper's non-aligned protocol."""
+    dy, dx = shift
+    return img[dy:, dx:]
+
+
+def double_jpeg(img: np.ndarray, qf1: int, qf2: int, shift: tuple[int, int] = (4, 4)) -> tuple[np.ndarray, np.ndarray]:
+    """Non-aligned double JPEG: ``JPEG(shift(JPEG(img, qf1)), qf2)``.
+
+    Returns ``(degraded, ground_truth)``, where the ground truth is ``img`` cropped by the same
+    shift so the pair stays aligned. ``shift=(0, 0)`` gives aligned double JPEG.
+    """
+    once = jpeg(img, qf1)
+    return jpeg(shift_crop(once, shift), qf2), shift_crop(img, shift)

@@ -1,0 +1,45 @@
+"""Networks, their registry and checkpoint loading.
+
+``load_model(path)`` is the one way the test script, the CLI and the benchmarks open a
+checkpoint: official FBCNN files, ours, `.pth` or `.safetensors`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from models.checkpoint import CheckpointError, read_state_dict, write_state_dict
+from models.network_fbcnn import FBCNN
+from models.select_network import NETWORKS, define_G, detect_network
+
+__all__ = [
+    "FBCNN",
+    "NETWORKS",
+    "CheckpointError",
+    "define_G",
+    "detect_network",
+    "load_model",
+    "read_state_dict",
+    "write_state_dict",
+]
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """Build the network a checkpoint describes, load it strictly and return it in eval mode.
+
+    The architecture and its sizes (for FBCNN: in_nc, out_nc, nc, nb, qf_dim) are inferred from
+    tensor shapes; `.pth` files are read with ``weights_only=True``. Raises ``CheckpointError``
+    naming the file when it is not a state_dict of a known network.
+    """
+    state = read_state_dict(path)
+    try:
+        net_type, kwargs = detect_network(state)
+        model = NETWORKS[net_type].build(**kwargs)
+        model.load_state_dict(state, strict=True)
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
+    model.net_type = net_type  # recorded for logs and results
+    return model.to(device).eval()

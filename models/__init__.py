@@ -7,6 +7,7 @@ checkpoint: official FBCNN files, ours, `.pth` or `.safetensors`.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -15,7 +16,13 @@ from models.checkpoint import CheckpointError, read_state_dict, write_state_dict
 from models.network_fbcnn import FBCNN
 from models.select_network import NETWORKS, define_G, detect_network
 
+ZOO_DIR = Path(__file__).resolve().parents[1] / "model_zoo"
+# The small models we train and ship; the default of every script (see model_zoo/README.md).
+ZOO_MODELS = {1: ZOO_DIR / "fbcnn_gray_small.pth", 3: ZOO_DIR / "fbcnn_color_small.pth"}
+
 __all__ = [
+    "ZOO_DIR",
+    "ZOO_MODELS",
     "FBCNN",
     "NETWORKS",
     "CheckpointError",

@@ -40,7 +40,7 @@ def paper_dir() -> Path:
 
 
 def make_tiny_fbcnn(in_nc: int = 3, seed: int = 0) -> FBCNN:
-    """A randomly initialised FBCNN small enough for unit tests (about 60k parameters)."""
+    """A randomly initialised FBCNN small enough for unit tests (about 0.3M parameters)."""
     torch.manual_seed(seed)
     return FBCNN(in_nc=in_nc, out_nc=in_nc, **TINY_FBCNN).eval()
 

@@ -30,7 +30,7 @@ import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import cv2
 import numpy as np
@@ -129,8 +129,7 @@ class DatasetJPEG(Dataset):
 
     def __init__(self, opt: dict[str, Any]) -> None:
         super().__init__()
-        name = opt.get("name", TRAIN_DATASET_DEFAULTS["name"])
-        self.where = f"datasets.{name}."
+        self.where = "datasets.train."  # where the trainer nests this section (for error messages)
         self.opt = merge_with_schema(opt, TRAIN_DATASET_DEFAULTS, self.where)
         self._check_options()
         o = self.opt
@@ -148,17 +147,21 @@ class DatasetJPEG(Dataset):
         self.length = o["samples_per_epoch"] or len(self.paths)
 
     # ------------------------------------------------------------------ options and files
-    def _fail(self, key: str, message: str) -> None:
+    def _fail(self, key: str, message: str) -> NoReturn:
         raise OptionError(f"option '{self.where}{key}' {message}")
 
     def _check_options(self) -> None:
         o = self.opt
         roots = o["dataroot_H"]
-        if isinstance(roots, str):
+        if isinstance(roots, (str, os.PathLike)):
             roots = [roots]
-        if not roots or not isinstance(roots, list) or not all(isinstance(r, str) and r for r in roots):
+        if (
+            not roots
+            or not isinstance(roots, list)
+            or not all(isinstance(r, (str, os.PathLike)) and str(r) for r in roots)
+        ):
             self._fail("dataroot_H", f"must be a folder or a non-empty list of folders, got {roots!r}")
-        o["dataroot_H"] = roots
+        o["dataroot_H"] = [str(r) for r in roots]
         if o["H_size"] < 8 or o["H_size"] % 8:
             self._fail("H_size", f"must be a positive multiple of 8 (FBCNN downsamples 3 times), got {o['H_size']}")
         if o["n_channels"] not in (1, 3):

@@ -226,3 +226,26 @@ def test_option_errors_name_the_key(train_dir: Path, tmp_path: Path) -> None:
         make(train_dir, qf_uniform_range=[50, 20])
     with pytest.raises(OptionError, match="did you mean"):
         make(train_dir, H_sise=64)
+
+
+def test_prepare_subimages_tiles_cover_the_image(train_dir: Path, tmp_path: Path) -> None:
+    from data.prepare_subimages import main, tile_starts
+
+    assert tile_starts(481, 200, 100) == [0, 100, 200, 281]
+    assert tile_starts(150, 200, 100) == [0]
+    imsave(cv2.cvtColor(imread_uint(next(train_dir.iterdir()), 3), cv2.COLOR_RGB2GRAY), train_dir / "gray.png")
+    (train_dir / "broken.png").write_text("not an image")
+    out = tmp_path / "sub"
+    assert main(["--input", str(train_dir), "--output", str(out), "--size", "200", "--step", "150"]) == 1  # broken
+    for src in sorted(train_dir.glob("*.jpg")) + [train_dir / "gray.png"]:
+        img = imread_uint(src, 3) if src.suffix == ".jpg" else imread_uint(src, 1)
+        rebuilt, covered = np.zeros_like(img), np.zeros(img.shape[:2], bool)
+        tiles = sorted(out.glob(f"{src.stem}_s*.png"))
+        assert len(tiles) > 1
+        for tile in tiles:
+            top, left = (int(v) for v in tile.stem.split("_s")[-1].split("_"))
+            t = imread_uint(tile, img.shape[2])
+            assert cv2.imread(str(tile), cv2.IMREAD_UNCHANGED).ndim == (3 if img.shape[2] == 3 else 2)
+            rebuilt[top : top + t.shape[0], left : left + t.shape[1]] = t
+            covered[top : top + t.shape[0], left : left + t.shape[1]] = True
+        assert covered.all() and np.array_equal(rebuilt, img)

@@ -1,0 +1,175 @@
+"""main_test_fbcnn.py end to end with tiny networks on a few real-image crops."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import main_test_fbcnn
+from data import dataset_test
+from data.degradations import double_jpeg, jpeg
+from models import load_model, write_state_dict
+from tests.conftest import ROOT, make_tiny_fbcnn
+from utils.utils_eval import restore, score
+from utils.utils_image import imread_uint, imsave
+
+
+@pytest.fixture
+def tiny_gray_path(tmp_path: Path) -> Path:
+    return write_state_dict(make_tiny_fbcnn(1, seed=1).state_dict(), tmp_path / "tiny_gray.pth")
+
+
+@pytest.fixture
+def mini_set(tmp_path: Path, datasets: Path) -> Path:
+    """Two real crops (a gray PNG and a colour BMP) and one corrupt file."""
+    folder = tmp_path / "mini"
+    imsave(imread_uint(datasets / "testsets" / "Classic5" / "1.png", 1)[:72, :88], folder / "baboon.png")
+    colour = imread_uint(sorted((datasets / "testsets" / "LIVE1_color").iterdir())[0], 3)
+    imsave(colour[:80, :64], folder / "live.bmp")
+    (folder / "broken.png").write_bytes(b"this is not an image")
+    return folder
+
+
+def run_main(*args: str) -> int:
+    return main_test_fbcnn.main([*map(str, args), "--device", "cpu"])
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_end_to_end_results_consistent(tmp_path: Path, tiny_gray_path: Path, mini_set: Path) -> None:
+    status = run_main(
+        "--opt", ROOT / "options/test_fbcnn_gray.json", "--model", tiny_gray_path,
+        "--testset", f"mini={mini_set}", "--qf", "10", "30", "--results", tmp_path / "res",
+    )  # fmt: skip
+    assert status == 1, "a corrupt file must make the exit status non-zero"
+    out = tmp_path / "res" / "tiny_gray_single"
+    results = json.loads((out / "results.json").read_text())
+
+    # The bad file is reported once, by name; the others are all scored at both QFs.
+    assert [Path(f["file"]).name for f in results["failures"]] == ["broken.png"]
+    assert "broken.png" in results["failures"][0]["error"]
+    assert sorted((r["image"], r["qf"]) for r in results["images"]) == [
+        ("baboon", 10), ("baboon", 30), ("live", 10), ("live", 30)
+    ]  # fmt: skip
+    assert results["channels"] == 1 and results["net_type"] == "fbcnn" and results["qf_mode"] == "blind"
+
+    # Each row is recomputable from the files: Y ground truth -> OpenCV JPEG -> restore -> score.
+    model = load_model(tiny_gray_path)
+    for row in results["images"]:
+        gt = imread_uint(row["file"], 1)
+        low = jpeg(gt, row["qf"])
+        restored, predicted = restore(model, low)
+        saved = imread_uint(out / row["output"], 1)
+        assert (saved == restored).all()
+        assert row["jpeg_psnr"] == pytest.approx(score(gt, low)["psnr"])
+        assert row["psnrb"] == pytest.approx(score(gt, restored)["psnrb"])
+        assert row["predicted_qf"] == pytest.approx(predicted, abs=1e-4)
+
+    # Averages are the means of the per-image rows; the CSV holds the same numbers.
+    for avg in results["averages"]:
+        members = [r for r in results["images"] if r["degradation"] == avg["degradation"]]
+        assert avg["n_images"] == len(members) == 2
+        for key in ("jpeg_psnr", "psnr", "ssim", "psnrb", "predicted_qf"):
+            assert avg[key] == pytest.approx(np.mean([r[key] for r in members]))
+    csv_rows = read_csv(out / "results.csv")
+    assert len(csv_rows) == len(results["images"]) + len(results["averages"])
+    by_key = {(r["image"], r["degradation"]): r for r in csv_rows}
+    for row in results["images"] + [{**a, "image": "AVERAGE"} for a in results["averages"]]:
+        assert float(by_key[(row["image"], row["degradation"])]["psnr"]) == pytest.approx(row["psnr"], abs=1e-4)
+
+    md = (out / "results.md").read_text()
+    assert "| mini | qf10 | 2 |" in md and "broken.png" in md
+    assert (out / "comparison_mini.png").is_file() and (out / "test.log").is_file()
+    assert "broken.png" in (out / "test.log").read_text()
+
+
+def test_all_good_files_exit_zero_and_paper_row(tmp_path: Path, tiny_fbcnn_path: Path, datasets: Path) -> None:
+    """A set named like a paper set gets the paper's figures beside ours; a clean run exits 0."""
+    folder = tmp_path / "crops"
+    imsave(imread_uint(datasets / "testsets" / "Classic5" / "4.png", 3)[:64, :64], folder / "4.png")
+    status = run_main(
+        "--opt", ROOT / "options/test_fbcnn_color.json", "--model", tiny_fbcnn_path, "--testset", f"LIVE1_color={folder}",
+        "--qf", "10", "--results", tmp_path / "res", "--set", "comparison_images=0",
+    )  # fmt: skip
+    assert status == 0
+    out = tmp_path / "res" / "tiny_color_single"
+    md = (out / "results.md").read_text()
+    assert "25.69 / 0.743 / 24.20" in md and "27.77 / 0.803 / 27.51" in md  # Table 2 LIVE1 QF10: JPEG, FBCNN-C
+    assert not list(out.glob("comparison_*.png"))
+    assert json.loads((out / "results.json").read_text())["channels"] == 3
+
+
+def test_double_jpeg_protocol(tmp_path: Path, tiny_gray_path: Path, mini_set: Path) -> None:
+    (mini_set / "broken.png").unlink()
+    status = run_main(
+        "--opt", ROOT / "options/test_fbcnn_double.json", "--model", tiny_gray_path, "--testset", f"LIVE1_gray={mini_set}",
+        "--qf-pair", "10", "30", "--results", tmp_path / "res",
+    )  # fmt: skip
+    assert status == 0
+    out = tmp_path / "res" / "tiny_gray_double"
+    results = json.loads((out / "results.json").read_text())
+    row = next(r for r in results["images"] if r["image"] == "baboon")
+    assert (row["qf1"], row["qf"], row["degradation"]) == (10, 30, "qf10-30")
+    gt = imread_uint(row["file"], 1)
+    low, gt_crop = double_jpeg(gt, 10, 30, (4, 4))
+    assert row["jpeg_psnr"] == pytest.approx(score(gt_crop, low)["psnr"])
+    assert imread_uint(out / row["output"], 1).shape == gt_crop.shape
+    md = (out / "results.md").read_text()
+    assert "27.55 / 0.760 / 26.94" in md and "PSNR-B" in md and "do not follow" in md  # Table 3 + the note
+
+
+def test_missing_model_and_bad_option_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    missing = tmp_path / "nope.pth"
+    assert run_main("--opt", ROOT / "options/test_fbcnn_gray.json", "--model", missing) == 2
+    assert str(missing) in capsys.readouterr().err
+    assert run_main("--opt", ROOT / "options/test_fbcnn_gray.json", "--set", "qf_mod=fixed") == 2
+    assert "did you mean 'qf_mode'" in capsys.readouterr().err
+    assert run_main("--opt", ROOT / "options/test_fbcnn_gray.json", "--qf", "0") == 2
+    assert "'qfs'" in capsys.readouterr().err
+
+
+def test_no_arguments_uses_bundled_models_and_builtin_photos(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_fbcnn_path: Path, tiny_gray_path: Path
+) -> None:
+    """The project's first command: bundled models (here tiny stand-ins), no testsets/ -> scikit-image photos."""
+    monkeypatch.chdir(tmp_path)  # no testsets/ folder here
+    monkeypatch.setattr(main_test_fbcnn, "ZOO_MODELS", {1: tiny_gray_path, 3: tiny_fbcnn_path})
+    monkeypatch.setattr(dataset_test, "SKIMAGE_NATURAL", ("camera",))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert main_test_fbcnn.main(["--qf", "10", "--device", "cpu"]) == 0
+    for task, channels in (("tiny_gray_single", 1), ("tiny_color_single", 3)):
+        out = tmp_path / "results" / task
+        results = json.loads((out / "results.json").read_text())
+        assert results["testsets"] == {"skimage_natural": "skimage"} and results["channels"] == channels
+        assert [r["image"] for r in results["images"]] == ["camera"]
+        assert (out / "skimage_natural" / "qf10" / "camera.png").is_file()
+        assert (out / "comparison_skimage_natural.png").is_file()
+    assert (tmp_path / "cache" / "fbcnn" / "skimage_natural" / "camera.png").is_file()
+
+
+def test_no_arguments_without_models_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setattr(main_test_fbcnn, "ZOO_MODELS", {1: tmp_path / "g.pth", 3: tmp_path / "c.pth"})
+    assert main_test_fbcnn.main([]) == 2
+    err = capsys.readouterr().err
+    assert "no bundled model" in err and "--model" in err
+
+
+def test_help() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "main_test_fbcnn.py"), "--help"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert result.returncode == 0
+    for flag in ("--opt", "--model", "--testset", "--qf", "--qf-input", "--device", "--results", "--set"):
+        assert flag in result.stdout
+    assert "Exit status" in result.stdout

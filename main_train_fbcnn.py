@@ -1,0 +1,379 @@
+"""Train FBCNN / FBCNN-A from a JSON option file, on CPU, one GPU, or many GPUs/nodes via torchrun.
+
+    python main_train_fbcnn.py --opt options/train_fbcnn_color.json
+    torchrun --nproc_per_node 4 main_train_fbcnn.py --opt options/train_fbcnn_color.json
+    python main_train_fbcnn.py --opt options/train_fbcnn_gray_cpu_small.json --set train.total_iter=2000
+
+The global batch is ``datasets.train.dataloader_batch_size x WORLD_SIZE`` (the option is per process).
+Weights are saved in the official FBCNN layout under ``<path.root>/<task>/models/``; training states
+(optimizer, scheduler, step, RNG, EMA) under ``training_states/``. A run resumes automatically from
+its newest training state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from data.dataset_jpeg import TRAIN_DATASET_DEFAULTS, DatasetError, DatasetJPEG, worker_init_fn
+from data.degradations import jpeg
+from models.model_fbcnn import TRAIN_DEFAULTS, ModelFBCNN, loss_is_finite
+from utils.utils_dist import DistInfo, barrier, cleanup, init_dist, reduce_mean
+from utils.utils_eval import restore, score
+from utils.utils_image import imread_uint, list_images, uint2tensor4
+from utils.utils_logger import get_logger
+from utils.utils_option import OptionError, parse_options
+
+NET_DEFAULTS: dict[str, Any] = {
+    "net_type": "fbcnn",
+    "in_nc": None,  # default: n_channels
+    "out_nc": None,  # default: n_channels
+    "nc": [64, 128, 256, 512],
+    "nb": 4,
+    "act_mode": "R",
+    "downsample_mode": "strideconv",
+    "upsample_mode": "convtranspose",
+    "qf_dim": 512,  # width of the QF predictor MLP and QF embedding (released: 512)
+    "init_type": "orthogonal",  # default | orthogonal | kaiming_normal (the official code: orthogonal, 0.2)
+    "init_gain": 0.2,
+}
+
+VAL_DEFAULTS: dict[str, Any] = {
+    "name": "val",
+    "dataroot_H": None,  # folder of clean images; null disables validation
+    "qfs": [10, 30, 50],
+    "max_images": 0,  # 0 = all images of the folder
+    "n_channels": 3,
+}
+
+SCHEMA: dict[str, Any] = {
+    "task": "fbcnn",  # experiment name: outputs go to <path.root>/<task>
+    "model": "fbcnn",
+    "n_channels": 3,  # broadcast to datasets.* and netG.in_nc / out_nc
+    "seed": 0,
+    "device": "auto",  # auto | cpu | cuda
+    "path": {
+        "root": "experiments",
+        "pretrained_netG": None,  # start from these weights (fresh optimizer), e.g. a model_zoo file
+        "pretrained_step": 0,  # step counter / lr schedule position for pretrained_netG
+        "resume_state": None,  # a training_states/*.state file; null = the newest one of this task (auto_resume)
+        "auto_resume": True,
+    },
+    "datasets": {"train": TRAIN_DATASET_DEFAULTS, "val": VAL_DEFAULTS},
+    "netG": NET_DEFAULTS,
+    "train": TRAIN_DEFAULTS,
+}
+
+
+def load_train_options(path: str | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Parse, validate and complete the options (n_channels broadcast, data folders checked)."""
+    opt = parse_options(path, SCHEMA, overrides)
+    n = opt["n_channels"]
+    if n not in (1, 3):
+        raise OptionError(f"{path}: option 'n_channels' must be 1 or 3, got {n}")
+    for phase, ds in opt["datasets"].items():
+        ds["n_channels"] = n
+        roots = ds["dataroot_H"]
+        if phase == "train" and not roots:
+            raise OptionError(f"{path}: option 'datasets.train.dataroot_H' is required (a folder or a list of folders)")
+        for root in [roots] if isinstance(roots, str) else roots or []:
+            if not Path(root).is_dir():
+                raise OptionError(f"{path}: option 'datasets.{phase}.dataroot_H': folder {root!r} does not exist")
+    for key in ("in_nc", "out_nc"):
+        if opt["netG"][key] is None:
+            opt["netG"][key] = n
+        elif opt["netG"][key] != n:
+            raise OptionError(f"{path}: option 'netG.{key}' is {opt['netG'][key]} but n_channels is {n}")
+    if opt["train"]["total_iter"] <= 0:
+        raise OptionError(f"{path}: option 'train.total_iter' must be positive")
+    return opt
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler (also for one process) that can skip the first batches of an epoch on resume."""
+
+    def __init__(self, dataset: DatasetJPEG, dist: DistInfo, seed: int, shuffle: bool) -> None:
+        super().__init__(
+            dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=shuffle, seed=seed, drop_last=True
+        )
+        self.skip = 0
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        return iter(indices[self.skip :])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.skip
+
+
+class Validator:
+    """Validation on a folder at a few QFs, with the test script's JPEG, restore and metrics."""
+
+    def __init__(self, opt_val: dict[str, Any]) -> None:
+        self.qfs = list(opt_val["qfs"])
+        paths = list_images(opt_val["dataroot_H"])
+        if opt_val["max_images"]:
+            paths = paths[: opt_val["max_images"]]
+        if not paths:
+            raise OptionError(f"option 'datasets.val.dataroot_H': no images in {opt_val['dataroot_H']}")
+        self.gts = {p.stem: imread_uint(p, opt_val["n_channels"]) for p in paths}
+        self.inputs = {(name, qf): jpeg(gt, qf) for name, gt in self.gts.items() for qf in self.qfs}
+
+    def __call__(self, model: torch.nn.Module) -> tuple[dict[str, float], list[np.ndarray]]:
+        """Mean metrics per QF (keys like 'psnr_qf10', 'qf_mae_qf10', 'psnr') and one (L, E, H) triplet."""
+        results: dict[str, float] = {}
+        triplet: list[np.ndarray] = []
+        for qf in self.qfs:
+            rows = []
+            for name, gt in self.gts.items():
+                low = self.inputs[(name, qf)]
+                restored, predicted = restore(model, low)
+                row = score(gt, restored)
+                row["qf_mae"] = abs(predicted - qf) if predicted is not None else math.nan
+                rows.append(row)
+                if not triplet:
+                    triplet = [low, restored, gt]
+            for key in rows[0]:
+                results[f"{key}_qf{qf}"] = float(np.mean([r[key] for r in rows]))
+        for key in ("psnr", "ssim", "psnrb", "qf_mae"):
+            results[key] = float(np.mean([results[f"{key}_qf{qf}"] for qf in self.qfs]))
+        return results, triplet
+
+
+def _numbered(folder: Path, suffix: str) -> list[tuple[int, Path]]:
+    found = []
+    for p in folder.glob(f"*{suffix}"):
+        m = re.fullmatch(rf"(\d+){re.escape(suffix)}", p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def _prune(folder: Path, suffix: str, keep: int) -> None:
+    for _, path in _numbered(folder, suffix)[:-keep] if keep > 0 else []:
+        path.unlink(missing_ok=True)
+
+
+class Trainer:
+    def __init__(self, opt: dict[str, Any], dist: DistInfo) -> None:
+        self.opt, self.dist = opt, dist
+        self.exp_dir = Path(opt["path"]["root"]) / opt["task"]
+        self.models_dir = self.exp_dir / "models"
+        self.states_dir = self.exp_dir / "training_states"
+        if dist.is_main:
+            self.models_dir.mkdir(parents=True, exist_ok=True)
+            self.states_dir.mkdir(parents=True, exist_ok=True)
+            (self.exp_dir / "options.json").write_text(json.dumps(opt, indent=2))
+        barrier()
+        self.log = get_logger("train", self.exp_dir / "train.log", enabled=dist.is_main)
+        torch.manual_seed(opt["seed"] + dist.rank)
+        np.random.seed(opt["seed"] + dist.rank)
+        if opt["train"]["deterministic"]:
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+
+        self.train_set = DatasetJPEG(opt["datasets"]["train"])
+        ds_opt = opt["datasets"]["train"]
+        self.sampler = ResumableSampler(self.train_set, dist, seed=opt["seed"], shuffle=ds_opt["dataloader_shuffle"])
+        self.loader = DataLoader(
+            self.train_set,
+            batch_size=ds_opt["dataloader_batch_size"],
+            sampler=self.sampler,
+            num_workers=ds_opt["dataloader_num_workers"],
+            worker_init_fn=worker_init_fn,
+            drop_last=True,
+            pin_memory=dist.device.type == "cuda",
+        )
+        if len(self.sampler) < ds_opt["dataloader_batch_size"]:
+            raise OptionError(
+                f"datasets.train: an epoch has {len(self.sampler)} samples per process, fewer than one batch "
+                f"({ds_opt['dataloader_batch_size']}); raise samples_per_epoch"
+            )
+        val_opt = opt["datasets"]["val"]
+        self.validator = Validator(val_opt) if dist.is_main and val_opt["dataroot_H"] else None
+
+        self.model = ModelFBCNN(opt["netG"], opt["train"], dist.device, ddp=dist.enabled)
+        self._resume_or_init()
+        self.tb = None
+        if dist.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(self.exp_dir / "tensorboard"))
+        self.best_psnr = -math.inf
+
+    # ------------------------------------------------------------------ set-up
+    def _resume_or_init(self) -> None:
+        path_opt = self.opt["path"]
+        state = path_opt["resume_state"]
+        if state is None and path_opt["auto_resume"]:
+            states = _numbered(self.states_dir, ".state")
+            state = states[-1][1] if states else None
+        if state is not None:
+            self.model.load_training_state(state)
+            self.log.info(
+                f"resumed from {state}: step {self.model.step}, epoch {self.model.epoch}, lr {self.model.lr:.3g}"
+            )
+        elif path_opt["pretrained_netG"]:
+            self.model.load_pretrained(path_opt["pretrained_netG"], path_opt["pretrained_step"])
+            self.log.info(
+                f"initialised from {path_opt['pretrained_netG']} at step {self.model.step}, lr {self.model.lr:.3g}"
+            )
+        n_params = sum(p.numel() for p in self.model.net.parameters())
+        self.log.info(f"network {self.opt['netG']['net_type']}: {n_params / 1e6:.2f}M parameters; {self.train_set!r}")
+        batch = self.opt["datasets"]["train"]["dataloader_batch_size"]
+        self.log.info(
+            f"world size {self.dist.world_size} on {self.dist.device}: batch {batch} per process, "
+            f"{batch * self.dist.world_size} global; amp {self.opt['train']['amp']}"
+        )
+
+    # ------------------------------------------------------------------ loop
+    def train(self) -> int:
+        """Run until train.total_iter. Returns 0, or 1 when the loss became NaN/Inf."""
+        opt_train = self.opt["train"]
+        total = opt_train["total_iter"]
+        model = self.model
+        batch_size = self.opt["datasets"]["train"]["dataloader_batch_size"] * self.dist.world_size
+        bar = None
+        if self.dist.is_main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, initial=model.step, desc=self.opt["task"], unit="it", dynamic_ncols=True)
+        sums: dict[str, float] = {}
+        tick, last_print = time.perf_counter(), model.step
+        while model.step < total:
+            self.train_set.set_epoch(model.epoch)
+            self.sampler.set_epoch(model.epoch)
+            self.sampler.skip = model.epoch_batches * self.loader.batch_size
+            for batch in self.loader:
+                losses = model.optimize_parameters(batch)
+                model.epoch_batches += 1
+                mean_loss = reduce_mean(losses["loss"], self.dist.device)
+                if not loss_is_finite({"loss": mean_loss}):
+                    self.log.error(
+                        f"non-finite loss ({mean_loss}) at step {model.step}: stopping. The last good weights and "
+                        f"training state are in {self.models_dir} and {self.states_dir}; lower the lr or enable "
+                        "train.G_optimizer_clipgrad"
+                    )
+                    return 1
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                step = model.step
+                if bar is not None:
+                    bar.update(1)
+                if step % opt_train["checkpoint_print"] == 0 or step == total:
+                    n = max(step - last_print, 1)
+                    elapsed = time.perf_counter() - tick
+                    means = {k: v / n for k, v in sums.items()}
+                    self._log_train(step, means, n * batch_size / elapsed, elapsed / n, bar)
+                    sums, tick, last_print = {}, time.perf_counter(), step
+                if step % opt_train["checkpoint_test"] == 0 or step == total:
+                    self.validate(step)
+                if step % opt_train["checkpoint_save"] == 0 or step == total:
+                    self.save(step)
+                if step >= total:
+                    break
+            else:
+                model.epoch += 1
+                model.epoch_batches = 0
+        if bar is not None:
+            bar.close()
+        self.log.info(f"done: {model.step} iterations; weights in {self.models_dir}")
+        return 0
+
+    def _log_train(self, step: int, means: dict[str, float], patches_per_s: float, s_per_it: float, bar) -> None:
+        if not self.dist.is_main:
+            return
+        lr = self.model.lr
+        self.log.info(
+            f"step {step:>7d} | epoch {self.model.epoch} | lr {lr:.3e} | loss {means['loss']:.5f} "
+            f"(img {means['l_img']:.5f}, qf {means['l_qf']:.5f}) | {patches_per_s:.1f} patches/s, {s_per_it:.3f} s/it"
+        )
+        if bar is not None:
+            bar.set_postfix(loss=f"{means['loss']:.4f}", lr=f"{lr:.2e}", pps=f"{patches_per_s:.0f}")
+        for key in ("loss", "l_img", "l_qf"):
+            self.tb.add_scalar(f"train/{key}", means[key], step)
+        self.tb.add_scalar("train/lr", lr, step)
+        self.tb.add_scalar("train/patches_per_s", patches_per_s, step)
+
+    def validate(self, step: int) -> None:
+        if self.validator is not None:
+            metrics, triplet = self.validator(self.model.eval_net())
+            parts = [
+                f"QF{qf}: {metrics[f'psnr_qf{qf}']:.2f} dB / {metrics[f'ssim_qf{qf}']:.4f} / "
+                f"{metrics[f'psnrb_qf{qf}']:.2f}, QF MAE {metrics[f'qf_mae_qf{qf}']:.1f}"
+                for qf in self.validator.qfs
+            ]
+            self.log.info(f"validation step {step} | PSNR/SSIM/PSNR-B | " + " | ".join(parts))
+            for key, value in metrics.items():
+                self.tb.add_scalar(f"val/{key}", value, step)
+            crops = [uint2tensor4(img[:256, :256])[0] for img in triplet]
+            self.tb.add_images("val/jpeg_restored_gt", torch.stack(crops), step)
+            self.tb.flush()
+            if metrics["psnr"] > self.best_psnr:
+                self.best_psnr = metrics["psnr"]
+                self.model.save_network(self.models_dir / "best_G.pth")
+                (self.models_dir / "best_G.json").write_text(json.dumps({"step": step, **metrics}, indent=2))
+                self.log.info(f"new best validation PSNR {self.best_psnr:.3f} dB -> {self.models_dir / 'best_G.pth'}")
+        barrier()
+
+    def save(self, step: int) -> None:
+        if self.dist.is_main:
+            self.model.save_network(self.models_dir / f"{step}_G.pth")
+            self.model.save_training_state(self.states_dir / f"{step}.state")
+            keep = self.opt["train"]["keep_last"]
+            _prune(self.models_dir, "_G.pth", keep)
+            _prune(self.states_dir, ".state", keep)
+            self.log.info(f"saved {self.models_dir / f'{step}_G.pth'} and training state")
+        barrier()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--opt", required=True, help="training option file (JSON with // comments), see options/")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one option, e.g. --set train.G_optimizer_lr=2e-4 --set datasets.train.H_size=64 (repeatable)",
+    )
+    parser.add_argument(
+        "--resume", metavar="STATE", help="resume from this training state file (default: newest of the task)"
+    )
+    parser.add_argument("--check", action="store_true", help="validate the options and the training images, then exit")
+    args = parser.parse_args(argv)
+
+    overrides = list(args.overrides) + ([f"path.resume_state={args.resume}"] if args.resume else [])
+    try:
+        opt = load_train_options(args.opt, overrides)
+    except OptionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    dist = init_dist(opt["device"])
+    try:
+        if args.check:
+            DatasetJPEG(opt["datasets"]["train"])
+            print("options and training images are valid")
+            return 0
+        return Trainer(opt, dist).train()
+    except (OptionError, DatasetError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

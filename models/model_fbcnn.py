@@ -1,0 +1,244 @@
+"""The FBCNN training step: losses, optimizer, scheduler, AMP, EMA and training-state I/O.
+
+Loss = L1(restored, H) + lambda * L1(predicted qf, qf label), where the QF term is averaged
+only over samples whose label is known: double-JPEG samples carry a NaN label and are
+masked per sample (the official code looked at the first sample of a batch only).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from models.checkpoint import atomic_write, write_state_dict
+from models.select_network import define_G
+
+# Schema of the `train` option section (see utils/utils_option.py). Values are the paper's.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "total_iter": 160000,
+    "G_lossfn_type": "l1",  # image loss: l1 | l2 | charbonnier
+    "G_lossfn_weight": 1.0,
+    "QF_lossfn_weight": 0.1,  # lambda of the QF loss (paper 0.1; official option files 0.001)
+    "G_optimizer_type": "adam",
+    "G_optimizer_lr": 1e-4,
+    "G_optimizer_betas": [0.9, 0.999],
+    "G_optimizer_wd": 0.0,
+    "G_optimizer_clipgrad": 0.0,  # max gradient norm; 0 disables clipping
+    "G_scheduler_type": "MultiStepLR",  # MultiStepLR | CosineAnnealingLR
+    "G_scheduler_milestones": [40000, 80000, 120000],
+    "G_scheduler_gamma": 0.5,
+    "G_scheduler_eta_min": 1.25e-5,  # CosineAnnealingLR only: final lr
+    "E_decay": 0.0,  # EMA decay of the weights (e.g. 0.999); 0 disables EMA
+    "amp": "none",  # none | bf16 (CPU or CUDA) | fp16 (CUDA)
+    "channels_last": False,
+    "deterministic": False,  # deterministic kernels: bit-identical reruns and resumes
+    "checkpoint_print": 100,  # log every N iterations
+    "checkpoint_save": 5000,  # save weights and training state every N iterations
+    "checkpoint_test": 5000,  # validate every N iterations
+    "keep_last": 3,  # number of saved checkpoints/states kept
+}
+
+
+def init_weights(net: nn.Module, init_type: str = "orthogonal", gain: float = 0.2) -> None:
+    """Initialise conv and linear weights (biases to zero); 'default' keeps PyTorch's init."""
+    if init_type == "default":
+        return
+    for module in net.modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            if init_type == "orthogonal":
+                nn.init.orthogonal_(module.weight, gain=gain)
+            elif init_type == "kaiming_normal":
+                nn.init.kaiming_normal_(module.weight, a=0, mode="fan_in")
+                module.weight.data.mul_(gain)
+            else:
+                raise ValueError(f"train.init_type {init_type!r} must be default, orthogonal or kaiming_normal")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
+def image_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "l1":
+        return F.l1_loss(pred, target)
+    if kind == "l2":
+        return F.mse_loss(pred, target)
+    if kind == "charbonnier":
+        return torch.sqrt((pred - target) ** 2 + 1e-6).mean()
+    raise ValueError(f"train.G_lossfn_type {kind!r} must be l1, l2 or charbonnier")
+
+
+def masked_qf_loss(qf_pred: torch.Tensor, qf_label: torch.Tensor) -> torch.Tensor:
+    """L1 between predicted and true (100-QF)/100 over samples with a known (non-NaN) label; 0 if none."""
+    known = ~torch.isnan(qf_label)
+    if not known.any():
+        return qf_pred.sum() * 0.0  # keeps the graph (DDP needs every parameter used)
+    return F.l1_loss(qf_pred[known], qf_label[known])
+
+
+class ModelFBCNN:
+    """Owns the network (optionally DDP-wrapped), its optimizer, scheduler, EMA and AMP settings."""
+
+    def __init__(
+        self, opt_net: Mapping[str, Any], opt_train: Mapping[str, Any], device: torch.device, ddp: bool
+    ) -> None:
+        self.opt = dict(opt_train)
+        self.device = device
+        self.net = define_G(opt_net)
+        init_weights(self.net, opt_net.get("init_type", "default"), opt_net.get("init_gain", 1.0))
+        self.net.to(device)
+        self.memory_format = torch.channels_last if self.opt["channels_last"] else torch.contiguous_format
+        self.net.to(memory_format=self.memory_format)
+        self.ema = copy.deepcopy(self.net).eval().requires_grad_(False) if self.opt["E_decay"] > 0 else None
+        self.net_ddp: nn.Module = (
+            DistributedDataParallel(self.net, device_ids=[device.index] if device.type == "cuda" else None)
+            if ddp
+            else self.net
+        )
+        self.optimizer = torch.optim.Adam(
+            self.net.parameters(),
+            lr=self.opt["G_optimizer_lr"],
+            betas=tuple(self.opt["G_optimizer_betas"]),
+            weight_decay=self.opt["G_optimizer_wd"],
+        )
+        self.scheduler = self._make_scheduler()
+        amp = self.opt["amp"]
+        if amp not in ("none", "bf16", "fp16"):
+            raise ValueError(f"train.amp {amp!r} must be none, bf16 or fp16")
+        if amp == "fp16" and device.type != "cuda":
+            raise ValueError("train.amp 'fp16' needs CUDA; use 'bf16' on CPU")
+        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
+        self.step = 0  # optimisation steps done
+        self.epoch = 0  # current epoch
+        self.epoch_batches = 0  # batches of the current epoch already consumed (for exact resume)
+
+    def _make_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        kind = self.opt["G_scheduler_type"]
+        if kind == "MultiStepLR":
+            return torch.optim.lr_scheduler.MultiStepLR(
+                self.optimizer, milestones=list(self.opt["G_scheduler_milestones"]), gamma=self.opt["G_scheduler_gamma"]
+            )
+        if kind == "CosineAnnealingLR":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.optimizer, T_max=self.opt["total_iter"], eta_min=self.opt["G_scheduler_eta_min"]
+            )
+        raise ValueError(f"train.G_scheduler_type {kind!r} must be MultiStepLR or CosineAnnealingLR")
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def optimize_parameters(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        """One optimisation step on a batch with keys L, H, qf_label. Returns the loss terms."""
+        self.net_ddp.train()
+        low = batch["L"].to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        high = batch["H"].to(self.device, non_blocking=True)
+        qf_label = batch["qf_label"].to(self.device, non_blocking=True).view(-1, 1)
+
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            restored, qf_pred = self.net_ddp(low)
+        l_img = image_loss(restored.float(), high, self.opt["G_lossfn_type"])
+        l_qf = masked_qf_loss(qf_pred.float(), qf_label)
+        loss = self.opt["G_lossfn_weight"] * l_img + self.opt["QF_lossfn_weight"] * l_qf
+
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.opt["G_optimizer_clipgrad"] > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.opt["G_optimizer_clipgrad"])
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step += 1
+        if self.ema is not None:
+            self._update_ema()
+        return {
+            "loss": loss.item(),
+            "l_img": l_img.item(),
+            "l_qf": l_qf.item(),
+            "n_qf": int((~torch.isnan(qf_label)).sum()),
+        }
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = min(self.opt["E_decay"], (1 + self.step) / (10 + self.step))  # warm-up for early steps
+        for ema_p, p in zip(self.ema.parameters(), self.net.parameters(), strict=True):
+            ema_p.lerp_(p.detach(), 1 - decay)
+
+    def eval_net(self) -> nn.Module:
+        """The network to validate and ship: the EMA copy when EMA is on."""
+        return self.ema if self.ema is not None else self.net
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_network(self, path: str | os.PathLike, half: bool = False) -> Path:
+        """Write the (EMA if on) weights as a plain state_dict in the official layout."""
+        return write_state_dict(self.eval_net().state_dict(), path, half=half)
+
+    def training_state(self) -> dict[str, Any]:
+        state = {
+            "step": self.step,
+            "epoch": self.epoch,
+            "epoch_batches": self.epoch_batches,
+            "net": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+        }
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
+
+    def save_training_state(self, path: str | os.PathLike) -> None:
+        atomic_write(path, lambda tmp: torch.save(self.training_state(), tmp))
+
+    def load_training_state(self, path: str | os.PathLike) -> None:
+        """Restore everything saved by ``save_training_state`` (our own files: full unpickling is allowed)."""
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        self.net.load_state_dict(state["net"], strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state.get("ema", state["net"]))
+        self.step, self.epoch, self.epoch_batches = int(state["step"]), int(state["epoch"]), int(state["epoch_batches"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
+    def load_pretrained(self, path: str | os.PathLike, start_step: int = 0) -> None:
+        """Start from saved weights (e.g. a committed model), with a fresh optimizer positioned at ``start_step``."""
+        from models.checkpoint import read_state_dict
+
+        state = read_state_dict(path)
+        self.net.load_state_dict(state, strict=True)
+        if self.ema is not None:
+            self.ema.load_state_dict(state)
+        with warnings.catch_warnings():  # stepping the schedule without optimizer steps is intended here
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(start_step):
+                self.scheduler.step()
+        self.step = start_step
+
+
+def loss_is_finite(losses: Mapping[str, float]) -> bool:
+    return all(math.isfinite(v) for v in losses.values())

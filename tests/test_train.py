@@ -1,0 +1,193 @@
+"""The trainer end to end on a tiny configuration: learning, checkpoints, logs, resume, DDP, options."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import main_train_fbcnn
+from models import load_model
+from models.model_fbcnn import masked_qf_loss
+from tests.conftest import ROOT
+from utils.utils_option import OptionError
+
+TINY_OPT = ROOT / "options" / "train_fbcnn_gray_tiny.json"
+STEP_LINE = re.compile(r"step\s+(\d+) \| epoch \d+ \| lr ([0-9.e+-]+) \| loss ([0-9.]+)")
+
+
+def _overrides(root: Path, *extra: str) -> list[str]:
+    return [f"path.root={root}", *extra]
+
+
+def _run(root: Path, *extra: str) -> int:
+    return main_train_fbcnn.main(["--opt", str(TINY_OPT), *sum((["--set", o] for o in _overrides(root, *extra)), [])])
+
+
+def _log_steps(exp: Path) -> dict[int, tuple[float, float]]:
+    """step -> (lr, loss) from the text log (the last occurrence wins, as after a resume)."""
+    steps = {}
+    for line in (exp / "train.log").read_text().splitlines():
+        m = STEP_LINE.search(line)
+        if m:
+            steps[int(m.group(1))] = (float(m.group(2)), float(m.group(3)))
+    return steps
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, datasets: Path) -> Path:
+    root = tmp_path_factory.mktemp("train")
+    assert _run(root, "train.checkpoint_print=5") == 0
+    return root / "fbcnn_gray_tiny"
+
+
+def test_loss_decreases(trained: Path) -> None:
+    steps = _log_steps(trained)
+    assert sorted(steps) == [5, 10, 15, 20, 25, 30, 35, 40]
+    assert steps[40][1] < 0.7 * steps[5][1]
+
+
+def test_checkpoints_load_strictly_in_official_layout(trained: Path) -> None:
+    models = trained / "models"
+    assert {p.name for p in models.glob("[0-9]*_G.pth")} == {"20_G.pth", "40_G.pth"}  # keep_last 2
+    net = load_model(models / "40_G.pth")
+    assert (net.in_nc, net.nc, net.nb) == (1, [8, 16, 32, 64], 1)
+    assert "qf_pred.4.weight" in net.state_dict()
+    assert load_model(models / "best_G.pth").in_nc == 1
+    states = sorted(p.name for p in (trained / "training_states").glob("*.state"))
+    assert states == ["20.state", "40.state"]
+    state = torch.load(trained / "training_states" / "40.state", weights_only=False)
+    assert state["step"] == 40 and {"optimizer", "scheduler", "rng", "net"} <= set(state)
+
+
+def test_validation_in_log_and_tensorboard(trained: Path) -> None:
+    log = (trained / "train.log").read_text()
+    assert re.search(r"validation step 40 \| PSNR/SSIM/PSNR-B \| QF10: [0-9.]+ dB", log)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(trained / "tensorboard"))
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    assert {"val/psnr_qf10", "val/psnrb_qf30", "val/qf_mae", "train/loss", "train/lr"} <= set(scalars)
+    assert [e.step for e in events.Scalars("val/psnr")] == [20, 40]
+    assert events.Tags()["images"]
+    best = json.loads((trained / "models" / "best_G.json").read_text())
+    assert best["psnr"] == max(e.value for e in events.Scalars("val/psnr"))
+
+
+def test_masked_qf_loss_ignores_nan_labels() -> None:
+    pred = torch.tensor([[0.5], [0.2], [0.9]], requires_grad=True)
+    label = torch.tensor([[0.4], [float("nan")], [0.9]])
+    loss = masked_qf_loss(pred, label)
+    assert loss.item() == pytest.approx(0.05)
+    loss.backward()
+    assert pred.grad[1].item() == 0.0 and torch.isfinite(pred.grad).all()
+    all_nan = masked_qf_loss(pred, torch.full((3, 1), float("nan")))
+    assert all_nan.item() == 0.0
+
+
+def test_kill_and_resume_continues_exactly(tmp_path: Path, datasets: Path) -> None:
+    """SIGKILL mid-run, resume: same steps, same lr schedule and (deterministic mode) the same losses."""
+    common = ("train.checkpoint_print=1", "train.deterministic=true", "datasets.val.dataroot_H=null")
+    assert _run(tmp_path / "ref", *common) == 0
+    reference = _log_steps(tmp_path / "ref" / "fbcnn_gray_tiny")
+
+    cmd = [sys.executable, str(ROOT / "main_train_fbcnn.py"), "--opt", str(TINY_OPT)]
+    for o in _overrides(tmp_path / "killed", *common):
+        cmd += ["--set", o]
+    exp = tmp_path / "killed" / "fbcnn_gray_tiny"
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (exp / "train.log").exists() and max(_log_steps(exp), default=0) >= 25:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert max(_log_steps(exp)) < 40
+
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resumed from" in (exp / "train.log").read_text()
+    resumed = _log_steps(exp)
+    assert sorted(resumed) == list(range(1, 41))
+    for step in range(1, 41):
+        assert resumed[step][0] == pytest.approx(reference[step][0], rel=1e-9), f"lr differs at step {step}"
+        assert resumed[step][1] == reference[step][1], f"loss differs at step {step}"
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, datasets: Path, monkeypatch) -> None:
+    original = main_train_fbcnn.ModelFBCNN.optimize_parameters
+
+    def poisoned(self, batch):
+        losses = original(self, batch)
+        if self.step == 25:
+            losses["loss"] = float("nan")
+        return losses
+
+    monkeypatch.setattr(main_train_fbcnn.ModelFBCNN, "optimize_parameters", poisoned)
+    assert _run(tmp_path, "datasets.val.dataroot_H=null") == 1
+    exp = tmp_path / "fbcnn_gray_tiny"
+    assert "non-finite loss" in (exp / "train.log").read_text()
+    assert sorted(p.name for p in (exp / "models").glob("[0-9]*_G.pth")) == ["20_G.pth"]
+    load_model(exp / "models" / "20_G.pth")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.G_optimizer_lrr=1e-4", "did you mean 'train.G_optimizer_lr'"),
+        ('train.total_iter="many"', "'train.total_iter' must be an integer"),
+        ("datasets.train.dataroot_H=/no/such/folder", "datasets.train.dataroot_H': folder '/no/such/folder'"),
+        ("netG.in_nc=3", "'netG.in_nc' is 3 but n_channels is 1"),
+    ],
+)
+def test_bad_options_are_named(override: str, message: str, capsys) -> None:
+    with pytest.raises(OptionError, match=re.escape(message)):
+        main_train_fbcnn.load_train_options(str(TINY_OPT), [override])
+    assert main_train_fbcnn.main(["--opt", str(TINY_OPT), "--set", override]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_shipped_option_files_are_valid(datasets: Path) -> None:
+    for path in sorted((ROOT / "options").glob("train_*.json")):
+        opt = main_train_fbcnn.load_train_options(str(path))
+        assert opt["netG"]["in_nc"] == opt["n_channels"], path.name
+
+
+def test_ddp_two_processes_keep_identical_parameters(tmp_path: Path, datasets: Path) -> None:
+    """torchrun --nproc_per_node 2 (gloo): ranks end with bit-identical weights."""
+    script = ROOT / "tests" / "ddp_train_worker.py"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        str(script),
+        str(TINY_OPT),
+        str(tmp_path),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0 = torch.load(tmp_path / "rank0.pth", weights_only=True)
+    rank1 = torch.load(tmp_path / "rank1.pth", weights_only=True)
+    initial = torch.load(tmp_path / "initial.pth", weights_only=True)
+    assert set(rank0) == set(rank1)
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), key
+    assert any(not torch.equal(rank0[k], initial[k]) for k in rank0), "training did not change the weights"
+    log = (tmp_path / "fbcnn_gray_tiny" / "train.log").read_text()
+    assert "world size 2" in log and "8 global" in log

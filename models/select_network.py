@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.network_deblock import Deblock
+from models.network_dncnn import DnCNN, dncnn_kwargs_from_state_dict
 from models.network_fbcnn import FBCNN
 
 
@@ -22,7 +24,7 @@ class NetworkSpec:
     """How to build one architecture and how to recognise its checkpoints."""
 
     build: Callable[..., nn.Module]
-    signature_keys: tuple[str, ...]  # keys whose presence identifies the architecture
+    signature_keys: tuple[str, ...]  # keys whose presence identifies the architecture; () = no checkpoint
     infer_kwargs: Callable[[Mapping[str, torch.Tensor]], dict[str, Any]]
 
 
@@ -62,6 +64,17 @@ NETWORKS: dict[str, NetworkSpec] = {
         ),
         infer_kwargs=fbcnn_kwargs_from_state_dict,
     ),
+    # Baselines for the same harness.
+    "dncnn": NetworkSpec(
+        build=DnCNN,
+        signature_keys=("model.0.weight", "model.0.bias", "model.2.weight", "model.2.bias"),
+        infer_kwargs=dncnn_kwargs_from_state_dict,
+    ),
+    "deblock": NetworkSpec(  # parameter-free: built by define_G only, never detected from a file
+        build=Deblock,
+        signature_keys=(),
+        infer_kwargs=lambda state: {},
+    ),
 }
 
 
@@ -78,9 +91,10 @@ def define_G(opt_net: Mapping[str, Any]) -> nn.Module:
 
 def detect_network(state: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
     """Return ``(net_type, constructor kwargs)`` for a state_dict; ValueError if no architecture matches."""
-    for net_type, spec in NETWORKS.items():
+    loadable = {name: spec for name, spec in NETWORKS.items() if spec.signature_keys}
+    for net_type, spec in loadable.items():
         if all(key in state for key in spec.signature_keys):
             return net_type, spec.infer_kwargs(state)
-    expected = "; ".join(f"{name}: {', '.join(spec.signature_keys)}" for name, spec in NETWORKS.items())
+    expected = "; ".join(f"{name}: {', '.join(spec.signature_keys)}" for name, spec in loadable.items())
     found = list(state)[:6]
     raise ValueError(f"not a known network state_dict. Expected keys of one of [{expected}]; found keys {found}...")

@@ -299,6 +299,11 @@ def evaluate(opt: dict[str, Any], model: nn.Module, info: dict[str, Any], out: P
     testsets, failures = resolve_testsets(opt, log)
     cache = opt["path"]["cache"] or None
     datasets = [DatasetTest(n, f, channels, d, cache) for n, f in testsets.items() for d in degradations]
+    for name in dict.fromkeys(ds.name for ds in datasets if not len(ds)):
+        failures.append(
+            {"dataset": name, "file": testsets[name], "error": "no images (PNG, JPEG, BMP, TIFF) in folder"}
+        )
+        log.error(f"{name}: {testsets[name]}: no images (PNG, JPEG, BMP, TIFF) in folder")
     rows: list[dict[str, Any]] = []
     sweep_rows: list[dict[str, Any]] = []
     failed_paths: set[Path] = set()

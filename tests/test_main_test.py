@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
+from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +15,12 @@ import pytest
 
 import main_test_fbcnn
 from data import dataset_test
+from data.dataset_test import merge_chroma
 from data.degradations import double_jpeg, jpeg
-from models import load_model, write_state_dict
+from models import define_G, load_model, write_state_dict
 from tests.conftest import ROOT, make_tiny_fbcnn
 from utils.utils_eval import restore, score
-from utils.utils_image import imread_uint, imsave
+from utils.utils_image import imread_uint, imsave, rgb2ycbcr
 
 
 @pytest.fixture
@@ -173,3 +176,125 @@ def test_help() -> None:
     for flag in ("--opt", "--model", "--testset", "--qf", "--qf-input", "--device", "--results", "--set"):
         assert flag in result.stdout
     assert "Exit status" in result.stdout
+
+
+# --------------------------------------------------------------------------------------
+# Issue 5: real JPEGs, flexible control, QF modes, methods built from options
+# --------------------------------------------------------------------------------------
+def test_real_jpegs_gray_model_keeps_chroma(tmp_path: Path, tiny_gray_path: Path, datasets: Path) -> None:
+    folder = tmp_path / "Real"
+    folder.mkdir()
+    for name in ("1.jpg", "2.jpg"):  # 1: colour photo, 2: gray photo
+        shutil.copy(datasets / "testsets" / "Real" / name, folder / name)
+    status = run_main(
+        "--opt", ROOT / "options/test_fbcnn_real.json", "--model", tiny_gray_path, "--testset", f"Real={folder}",
+        "--sweep", "20", "60", "--results", tmp_path / "res",
+    )  # fmt: skip
+    assert status == 0
+    out = tmp_path / "res" / "tiny_gray_real"
+    results = json.loads((out / "results.json").read_text())
+    rows = {r["image"]: r for r in results["images"]}
+    assert results["protocol"] == "real" and set(rows) == {"1", "2"}
+    assert all(r["predicted_qf"] is not None and r.get("psnr") is None for r in rows.values())
+    assert "CbCr" in rows["1"]["note"] and rows["2"]["note"] == ""
+    assert "kept the original CbCr" in (out / "test.log").read_text()
+
+    model = load_model(tiny_gray_path)
+    rgb = imread_uint(folder / "1.jpg", 3)
+    ycbcr = rgb2ycbcr(rgb, only_y=False)
+    for qf, suffix in ((None, ""), (20, "_qf20"), (60, "_qf60")):
+        saved = imread_uint(out / "Real" / "real" / f"1{suffix}.png", 3)
+        y, _ = restore(model, ycbcr[:, :, :1], qf)
+        assert (saved == merge_chroma(y, ycbcr[:, :, 1:])).all()
+    gray_out = imread_uint(out / "Real" / "real" / "2_qf60.png", 3)
+    assert dataset_test.is_gray(gray_out)
+    assert "real/1_qf20.png" in (out / "results.md").read_text()
+
+    # With a Y that stays in range (the untrained tiny net outputs near-black), the colour is the input's.
+    status = run_main(
+        "--opt", ROOT / "options/test_fbcnn_real.json", "--set", 'netG={"net_type": "deblock", "in_nc": 1}',
+        "--testset", f"Real={folder}", "--results", tmp_path / "res", "--set", "method=deblock",
+    )  # fmt: skip
+    assert status == 0
+    saved = imread_uint(tmp_path / "res" / "deblock_real" / "Real" / "real" / "1.png", 3)
+    chroma_drift = np.abs(rgb2ycbcr(saved, only_y=False)[:, :, 1:].astype(int) - ycbcr[:, :, 1:]).mean()
+    assert chroma_drift < 1.0  # CbCr kept (up to YCbCr round trips)
+
+
+def test_flexible_control_sweep_plot_and_rows(tmp_path: Path, tiny_fbcnn_path: Path, mini_set: Path) -> None:
+    (mini_set / "broken.png").unlink()
+    status = run_main(
+        "--opt", ROOT / "options/test_fbcnn_flexible.json", "--model", tiny_fbcnn_path, "--testset", f"mine={mini_set}",
+        "--qf", "20", "--sweep", "10", "50", "--results", tmp_path / "res",
+    )  # fmt: skip
+    assert status == 0
+    out = tmp_path / "res" / "tiny_color_single"
+    plot = imread_uint(out / "flexible_mine_qf20.png", 3)
+    assert plot.shape[0] > 200 and plot.shape[1] > 600 and not dataset_test.is_gray(plot)
+    assert imread_uint(out / "flexible_crops_mine_qf20.png", 3).shape[1] > 4 * 96  # input, 2 set QFs, blind, GT
+    sweep = read_csv(out / "flexible_control.csv")
+    assert sorted((r["image"], int(r["qf_set"])) for r in sweep) == [
+        ("baboon", 10), ("baboon", 50), ("live", 10), ("live", 50)
+    ]  # fmt: skip
+    model = load_model(tiny_fbcnn_path)
+    row = next(r for r in sweep if r["image"] == "live" and r["qf_set"] == "50")
+    gt = imread_uint(mini_set / "live.bmp", 3)
+    restored, _ = restore(model, jpeg(gt, 20), 50)
+    assert float(row["psnr"]) == pytest.approx(score(gt, restored)["psnr"], abs=1e-4)
+
+
+def test_dominant_mode_uses_estimator_and_falls_back_to_blind(
+    tmp_path: Path, tiny_gray_path: Path, mini_set: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (mini_set / "broken.png").unlink()
+    estimate = namedtuple("QFEstimate", "qf mse qf_last shift accepted")
+    seen = []
+
+    def fake_estimator(img: np.ndarray) -> tuple:
+        seen.append(img.shape)
+        return estimate(25, 1.0, 10, (0, 0), True) if img.shape[0] == 72 - 4 else estimate(None, 9.0, 10, (0, 0), False)
+
+    monkeypatch.setattr(main_test_fbcnn, "dominant_estimator", lambda: fake_estimator)
+    status = run_main(
+        "--opt", ROOT / "options/test_fbcnn_double.json", "--model", tiny_gray_path, "--testset", f"d={mini_set}",
+        "--qf-pair", "30", "10", "--qf-mode", "dominant", "--results", tmp_path / "res",
+    )  # fmt: skip
+    assert status == 0 and len(seen) == 2
+    out = tmp_path / "res" / "tiny_gray_double_dominant"
+    results = json.loads((out / "results.json").read_text())
+    assert results["qf_mode"] == "dominant"
+    rows = {r["image"]: r for r in results["images"]}
+    assert (rows["baboon"]["qf_used"], rows["baboon"]["dominant_qf"]) == (25, 25)  # estimate accepted
+    assert (rows["live"]["qf_used"], rows["live"]["dominant_accepted"]) == (None, False)  # blind fallback
+    model = load_model(tiny_gray_path)
+    low, _ = double_jpeg(imread_uint(mini_set / "baboon.png", 1), 30, 10)
+    assert (imread_uint(out / rows["baboon"]["output"], 1) == restore(model, low, 25)[0]).all()
+
+
+def test_dominant_mode_without_module_is_a_clear_error(
+    tmp_path: Path, tiny_gray_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setitem(sys.modules, "utils.dominant_qf", None)  # import fails
+    status = run_main(
+        "--opt", ROOT / "options/test_fbcnn_gray.json", "--model", tiny_gray_path, "--qf-mode", "dominant"
+    )
+    assert status == 2 and "dominant_qf" in capsys.readouterr().err
+
+
+def test_method_from_netG_options(tmp_path: Path, mini_set: Path) -> None:
+    """The parameter-free deblocking filter runs through the same script from its netG options (oracle QF)."""
+    (mini_set / "broken.png").unlink()
+    status = run_main(
+        "--opt", ROOT / "options/test_deblock_gray.json", "--testset", f"mini={mini_set}", "--qf", "10", "40",
+        "--results", tmp_path / "res",
+    )  # fmt: skip
+    assert status == 0
+    results = json.loads((tmp_path / "res" / "deblock_single_oracle" / "results.json").read_text())
+    assert (results["method"], results["net_type"], results["model_path"]) == ("deblock", "deblock", None)
+    assert {r["qf_used"] for r in results["images"]} == {10, 40}  # the true QF of each degradation
+    assert all(r["predicted_qf"] is None for r in results["images"])
+    model = define_G({"net_type": "deblock", "in_nc": 1})
+    row = next(r for r in results["images"] if r["image"] == "baboon" and r["qf"] == 10)
+    gt = imread_uint(mini_set / "baboon.png", 1)
+    restored, _ = restore(model, jpeg(gt, 10), 10)
+    assert row["psnr"] == pytest.approx(score(gt, restored)["psnr"])

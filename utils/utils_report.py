@@ -251,12 +251,19 @@ def run_summary(results: Mapping[str, Any]) -> str:
 
 
 def _real_summary(results: Mapping[str, Any]) -> str:
-    header = ["dataset", "image", "predicted QF", "QF used", "output", "note"]
+    header = ["dataset", "image", "predicted QF", "QF used", "output", "outputs at set QFs", "note"]
     body = []
     for row in results["images"]:
         pred = "-" if row.get("predicted_qf") is None else f"{row['predicted_qf']:.1f}"
         used = "blind" if row.get("qf_used") is None else row["qf_used"]
-        body.append([row["dataset"], row["image"], pred, used, row.get("output") or "-", row.get("note") or ""])
+        swept = [
+            s["output"]
+            for s in results.get("sweep", [])
+            if s["dataset"] == row["dataset"] and s["image"] == row["image"] and s.get("output")
+        ]
+        body.append(
+            [row["dataset"], row["image"], pred, used, row.get("output") or "-", ", ".join(swept) or "-", row["note"]]
+        )
     return "Real JPEGs without ground truth: no scores, the network's predicted QF per image.\n\n" + markdown_table(
         header, body
     )

@@ -7,6 +7,8 @@ or ``None`` for methods that do not predict one.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 from torch import nn
@@ -20,6 +22,12 @@ def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of a network's parameters or buffers (CPU for parameter-free filters)."""
+    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
 
 
 def model_channels(model: nn.Module) -> int:
@@ -36,7 +44,7 @@ def restore(model: nn.Module, img: np.ndarray, qf: float | None = None) -> tuple
 
     Returns the restored uint8 image and the network's predicted QF (in 1..100 units) or None.
     """
-    device = next(model.parameters(), torch.empty(0)).device
+    device = model_device(model)
     x = uint2tensor4(img).to(device)
     qf_input = None if qf is None else torch.tensor([[qf_to_label(qf)]], device=device)
     restored, qf_pred = model(x, qf_input)

@@ -98,7 +98,7 @@ def test_end_to_end_results_consistent(tmp_path: Path, tiny_gray_path: Path, min
 def test_all_good_files_exit_zero_and_paper_row(tmp_path: Path, tiny_fbcnn_path: Path, datasets: Path) -> None:
     """A set named like a paper set gets the paper's figures beside ours; a clean run exits 0."""
     folder = tmp_path / "crops"
-    imsave(imread_uint(datasets / "testsets" / "Classic5" / "4.png", 3)[:64, :64], folder / "4.png")
+    imsave(imread_uint(datasets / "testsets" / "Classic5" / "4.png", 3)[:64, :64], folder / "4.tif")
     status = run_main(
         "--opt", ROOT / "options/test_fbcnn_color.json", "--model", tiny_fbcnn_path, "--testset", f"LIVE1_color={folder}",
         "--qf", "10", "--results", tmp_path / "res", "--set", "comparison_images=0",

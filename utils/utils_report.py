@@ -318,8 +318,11 @@ def build_tables(runs: Sequence[Mapping[str, Any]]) -> dict[Any, dict[str, Any]]
                 avg["dataset"] if table is not None else f"{avg['dataset']} ({'Y' if run['channels'] == 1 else 'RGB'})"
             )
             key = (name, avg["degradation"])
-            t["rows"].setdefault(key, {"dataset": name, "degradation": avg["degradation"], "qf": avg.get("qf")})
-            t["rows"][key]["qf1"] = avg.get("qf1")
+            t["rows"].setdefault(
+                key,
+                {"dataset": name, "degradation": avg["degradation"], "qf1": avg.get("qf1"), "qf": avg.get("qf")}
+                | {"images": avg.get("n_images")},
+            )
             t["cells"].setdefault((key, "JPEG"), {m: avg.get("jpeg_" + m) for m in METRICS})
             t["cells"][(key, label)] = {m: avg.get(m) for m in METRICS}
             for method, values in (paper_row(table, avg) or {}).items():
@@ -331,23 +334,22 @@ def build_tables(runs: Sequence[Mapping[str, Any]]) -> dict[Any, dict[str, Any]]
 
 
 def table_markdown(tid: Any, t: Mapping[str, Any]) -> str:
-    header = ["dataset", "QF1, QF2" if tid == 3 else "QF", *t["columns"]]
+    header = ["dataset", "QF1, QF2" if tid == 3 else "QF", "images", *t["columns"]]
     body = []
     for key, row in t["rows"].items():
-        qf = f"{row['qf1']}, {row['qf']}" if row.get("qf1") is not None else row["degradation"]
-        if tid in (1, 2) and row.get("qf") is not None:
-            qf = row["qf"]
-        body.append([row["dataset"], qf] + [fmt_cell(t["cells"].get((key, c))) for c in t["columns"]])
+        qf = f"{row['qf1']}, {row['qf']}" if row.get("qf1") is not None else (row["qf"] or row["degradation"])
+        cells = [fmt_cell(t["cells"].get((key, c))) for c in t["columns"]]
+        body.append([row["dataset"], qf, row["images"], *cells])
     text = f"## {TABLE_TITLES[tid]}\n\nCells: PSNR (dB) / SSIM / PSNR-B (dB).\n\n" + markdown_table(header, body)
     return text + ("\n" + TABLE3_NOTE + "\n" if tid == 3 else "")
 
 
 def table_csv_rows(t: Mapping[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
-    columns = ["dataset", "degradation", "qf1", "qf"]
+    columns = ["dataset", "degradation", "qf1", "qf", "images"]
     columns += [f"{c} {METRIC_TITLES[m].split(' ')[0]}" for c in t["columns"] for m in METRICS]
     rows = []
     for key, row in t["rows"].items():
-        out = {k: row.get(k) for k in ("dataset", "degradation", "qf1", "qf")}
+        out = {k: row.get(k) for k in columns[:5]}
         for c in t["columns"]:
             cell = t["cells"].get((key, c)) or {}
             for m in METRICS:

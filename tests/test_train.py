@@ -159,9 +159,19 @@ def test_bad_options_are_named(override: str, message: str, capsys) -> None:
 
 
 def test_shipped_option_files_are_valid(datasets: Path) -> None:
-    for path in sorted((ROOT / "options").glob("train_*.json")):
-        opt = main_train_fbcnn.load_train_options(str(path))
+    """Every train_*.json parses and validates (data folders pointed at the shared training set)."""
+    files = sorted((ROOT / "options").glob("train_*.json"))
+    assert len(files) >= 6
+    here = str(datasets / "trainsets" / "Kodak5")
+    for path in files:
+        opt = main_train_fbcnn.load_train_options(str(path), [f"datasets.train.dataroot_H={here}"])
         assert opt["netG"]["in_nc"] == opt["n_channels"], path.name
+        assert opt["datasets"]["train"]["n_channels"] == opt["n_channels"], path.name
+    paper = main_train_fbcnn.load_train_options(
+        str(ROOT / "options" / "train_fbcnn_color.json"), [f"datasets.train.dataroot_H={here}"]
+    )
+    assert paper["train"]["QF_lossfn_weight"] == 0.1 and paper["datasets"]["train"]["H_size"] == 128
+    assert paper["train"]["G_scheduler_milestones"] == [40000, 80000, 120000]
 
 
 def test_ddp_two_processes_keep_identical_parameters(tmp_path: Path, datasets: Path) -> None:

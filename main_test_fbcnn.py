@@ -281,6 +281,8 @@ def resolve_testsets(opt: dict[str, Any], log: Any) -> tuple[dict[str, str], lis
     if not found and not failures and opt["fallback_testsets"]:
         log.warning(f"no test-set folder found; using {sorted(opt['fallback_testsets'])} instead")
         found = {n: f for n, f in opt["fallback_testsets"].items() if f == SKIMAGE_SET or Path(f).is_dir()}
+    if not found and not failures:
+        raise FileNotFoundError(f"none of the test-set folders exists: {sorted(opt['testsets'].values())}")
     return found, failures
 
 
@@ -413,6 +415,7 @@ def evaluate_item(
             f"{ds.name} {deg.name} {item['name']}: JPEG {row['jpeg_psnr']:.2f} dB -> {row['psnr']:.2f} dB, "
             f"SSIM {row['ssim']:.4f}, PSNR-B {row['psnrb']:.2f} dB; predicted QF {pred_text}"
             + ("" if qf_used is None else f", set QF {qf_used}")
+            + ("" if "dominant_qf" not in qf_info or qf_used is not None else ", no dominant QF: blind")
         )
         panels = [
             (f"JPEG {deg.name} {row['jpeg_psnr']:.2f}dB", low),

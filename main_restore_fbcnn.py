@@ -1,0 +1,423 @@
+"""Restore JPEG-compressed images with FBCNN: files, folders or globs in, restored images out.
+
+Examples::
+
+    python main_restore_fbcnn.py photo.jpg                       # blind, colour model -> restored/photo.png
+    python main_restore_fbcnn.py scans/ --gray -o scans_restored  # the grayscale model on a folder
+    python main_restore_fbcnn.py 'shots/*.jpg' --qf 30            # flexible control: restore as for QF 30
+    python main_restore_fbcnn.py big.jpg -o big_restored.png --tile 512 --model fbcnn_color.pth
+
+Images are read with Pillow: EXIF orientation is applied, alpha is carried through untouched,
+16-bit, CMYK and palette images are converted to 8-bit RGB/gray with a warning. A gray model on
+a colour image restores its Y channel (MATLAB YCbCr) and keeps Cb/Cr; a colour model on a gray
+image restores the replicated RGB image and returns gray. Every output is written atomically.
+Exit status: 0 when all files were restored, 1 when any failed, 2 for a usage or model error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import glob
+import io
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from models import ZOO_MODELS, CheckpointError, load_model
+from models.checkpoint import atomic_write
+from utils.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, bf16_supported, prepare_model, restore_tiled
+from utils.utils_eval import model_channels, pick_device
+from utils.utils_image import IMG_EXTENSIONS, ImageReadError, list_images, rgb2ycbcr, ycbcr2rgb
+
+log = logging.getLogger("fbcnn-restore")
+
+# --format name -> (Pillow format, file suffix)
+FORMATS = {"png": ("PNG", ".png"), "jpg": ("JPEG", ".jpg"), "webp": ("WEBP", ".webp"), "tif": ("TIFF", ".tif")}
+SUFFIX_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp", ".tif": "tif", ".tiff": "tif"}
+
+
+# --------------------------------------------------------------------------------------
+# Reading and writing
+# --------------------------------------------------------------------------------------
+@dataclass
+class LoadedImage:
+    """An image as read: uint8 ``H x W x C`` pixels (C = 1 gray or 3 RGB) and what came with them."""
+
+    pixels: np.ndarray
+    alpha: np.ndarray | None = None  # uint8 H x W, carried through untouched
+    icc_profile: bytes | None = None  # kept for the output when the pixels were not colour-converted
+    notes: list[str] = field(default_factory=list)  # conversions made, logged as warnings
+
+
+def read_image(path: str | Path) -> LoadedImage:
+    """Read an image with Pillow, upright (EXIF orientation), as 8-bit gray or RGB plus optional alpha.
+
+    Raises ``ImageReadError`` naming the file for unreadable, truncated or unsupported images.
+    """
+    from PIL import Image, ImageOps
+
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            sixteen_bit = im.mode.startswith("I;16") or any(";16" in str(tile.args) for tile in im.tile)
+            im.load()  # decode now, so truncated files fail here
+            im = ImageOps.exif_transpose(im)
+    except FileNotFoundError as exc:
+        raise ImageReadError(f"{path}: file does not exist") from exc
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageReadError(f"{path}: not a readable image ({exc})") from exc
+
+    notes, icc = [], im.info.get("icc_profile")
+    if sixteen_bit:
+        notes.append("16-bit image converted to 8 bits")
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        if not sixteen_bit:
+            raise ImageReadError(f"{path}: 32-bit integer images are not supported")
+        im = Image.fromarray(np.round(np.asarray(im, dtype=np.float64) / 257.0).astype(np.uint8))
+    elif im.mode == "F":
+        raise ImageReadError(f"{path}: floating-point images are not supported")
+    elif im.mode in ("P", "PA"):
+        has_alpha = im.mode == "PA" or "transparency" in im.info
+        im = im.convert("RGBA" if has_alpha else "RGB")
+        notes.append("palette image converted to RGB")
+    elif im.mode == "CMYK":
+        im, icc = im.convert("RGB"), None
+        notes.append("CMYK image converted to RGB (without colour management)")
+    elif im.mode == "1":
+        im = im.convert("L")
+    elif im.mode in ("La", "RGBa"):
+        im = im.convert(im.mode.upper())
+    elif im.mode not in ("L", "LA", "RGB", "RGBA"):  # YCbCr, LAB, HSV, ...
+        notes.append(f"{im.mode} image converted to RGB")
+        im, icc = im.convert("RGB"), None
+
+    arr = np.asarray(im)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    alpha = arr[:, :, -1].copy() if im.mode in ("LA", "RGBA") else None
+    pixels = np.ascontiguousarray(arr[:, :, :-1] if alpha is not None else arr)
+    return LoadedImage(pixels, alpha, icc, notes)
+
+
+def write_image(
+    path: str | Path,
+    pixels: np.ndarray,
+    alpha: np.ndarray | None = None,
+    fmt: str = "png",
+    quality: int = 95,
+    icc_profile: bytes | None = None,
+) -> list[str]:
+    """Write uint8 ``H x W x C`` pixels (+ alpha) atomically in ``fmt`` (a ``FORMATS`` key); returns warnings."""
+    from PIL import Image
+
+    notes = []
+    if alpha is not None and fmt == "jpg":
+        alpha = None
+        notes.append("alpha channel dropped: JPEG cannot store it")
+    if fmt == "webp" and pixels.shape[2] == 1:  # WebP stores colour only
+        pixels = np.repeat(pixels, 3, axis=2)
+    planes = pixels if alpha is None else np.concatenate([pixels, alpha[:, :, None]], axis=2)
+    im = Image.fromarray(planes[:, :, 0] if planes.shape[2] == 1 else planes)
+    params: dict = {"icc_profile": icc_profile} if icc_profile else {}
+    if fmt in ("jpg", "webp"):
+        params["quality"] = quality
+    pil_format = FORMATS[fmt][0]
+
+    buffer = io.BytesIO()  # encode fully first: a failed encode leaves no partial file
+    im.save(buffer, format=pil_format, **params)
+    atomic_write(path, lambda tmp: _write_readable(tmp, buffer.getvalue()))
+    return notes
+
+
+def _write_readable(path: Path, data: bytes) -> None:
+    """Write ``data`` with the permissions of a normally created file (the temporary file starts as 0600)."""
+    path.write_bytes(data)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+# --------------------------------------------------------------------------------------
+# Inputs, outputs and the model
+# --------------------------------------------------------------------------------------
+def collect_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:
+    """Expand files, folders (their images, not recursive) and glob patterns; returns (files, errors)."""
+    files, errors = [], []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = list_images(path)
+            if not found:
+                errors.append(f"{path}: folder contains no images ({', '.join(IMG_EXTENSIONS)})")
+            files += found
+        elif path.exists():
+            files.append(path)
+        elif glob.has_magic(item):
+            found = sorted(Path(p) for p in glob.glob(item) if Path(p).suffix.lower() in IMG_EXTENSIONS)
+            if not found:
+                errors.append(f"{item}: pattern matches no images")
+            files += found
+        else:
+            errors.append(f"{path}: file does not exist")
+    unique = list(dict.fromkeys(files))  # a file named twice is restored once
+    return unique, errors
+
+
+def output_paths(files: Sequence[Path], output: str, fmt: str | None) -> tuple[list[Path], str]:
+    """Where each input goes, and the output format.
+
+    ``output`` is a directory (outputs named ``<input stem>.<format>``) or, for a single input,
+    a file whose suffix gives the format.
+    """
+    out = Path(output)
+    suffix_fmt = SUFFIX_FORMATS.get(out.suffix.lower())
+    if suffix_fmt and not out.is_dir():
+        if len(files) != 1:
+            raise ValueError(f"--output {out} is a file name, but {len(files)} inputs were given: pass a directory")
+        if fmt and fmt != suffix_fmt:
+            raise ValueError(f"--format {fmt} conflicts with the suffix of --output {out}")
+        return [out], suffix_fmt
+    fmt = fmt or "png"
+    return [out / (f.stem + FORMATS[fmt][1]) for f in files], fmt
+
+
+def resolve_model_path(model: str | None, gray: bool) -> Path:
+    """``--model`` as given, or the model-zoo default for colour (or gray with ``--gray``)."""
+    if model:
+        return Path(model)
+    path = ZOO_MODELS[1 if gray else 3]
+    if not path.is_file():
+        raise CheckpointError(
+            f"the default {'gray' if gray else 'colour'} model {path} is not there yet (model_zoo/README.md); "
+            "pass a checkpoint with --model PATH, e.g. the official fbcnn_color.pth or fbcnn_gray.pth"
+        )
+    return path
+
+
+# --------------------------------------------------------------------------------------
+# Restoring one image
+# --------------------------------------------------------------------------------------
+def to_model_channels(pixels: np.ndarray, channels: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The image the network sees (C = ``channels``) and, for colour input to a gray model, its YCbCr."""
+    if pixels.shape[2] == channels:
+        return pixels, None
+    if channels == 3:  # gray image, colour model
+        return np.repeat(pixels, 3, axis=2), None
+    ycbcr = rgb2ycbcr(pixels, only_y=False)  # colour image, gray model: restore Y, keep Cb/Cr
+    return np.ascontiguousarray(ycbcr[:, :, :1]), ycbcr
+
+
+def from_model_channels(restored: np.ndarray, in_channels: int, ycbcr: np.ndarray | None) -> np.ndarray:
+    """Back to the input's channels: Y merged with the kept Cb/Cr, or RGB averaged back to gray."""
+    if ycbcr is not None:
+        ycbcr = ycbcr.copy()
+        ycbcr[:, :, 0] = restored[:, :, 0]
+        return ycbcr2rgb(ycbcr)
+    if restored.shape[2] == 3 and in_channels == 1:
+        return np.round(restored.astype(np.float32).mean(axis=2, keepdims=True)).astype(np.uint8)
+    return restored
+
+
+@functools.cache
+def _dominant_qf_estimator() -> Callable | None:
+    """``utils.dominant_qf.estimate_dominant_qf``, imported on first use; None (logged once) if missing."""
+    try:
+        from utils.dominant_qf import estimate_dominant_qf
+    except ImportError as exc:
+        log.warning("dominant-QF estimation is not available (%s); using blind mode", exc)
+        return None
+    return estimate_dominant_qf
+
+
+def choose_qf(mode: str, qf: int | None, pixels: np.ndarray, name: str) -> tuple[float | None, str]:
+    """The QF to restore for (None = blind) and how it was chosen, for the log."""
+    if mode == "fixed":
+        return float(qf), "set"
+    if mode == "dominant" and (estimate := _dominant_qf_estimator()) is not None:
+        found = estimate(pixels).qf
+        if found is not None:
+            return float(found), "dominant"
+        log.info("%s: no dominant QF found; using blind mode", name)
+    return None, "predicted"
+
+
+def restore_file(
+    model: nn.Module, src: Path, dst: Path, args: argparse.Namespace, fmt: str, bf16: bool
+) -> tuple[float | None, str]:
+    """Read, restore and write one image; returns (QF used, how it was chosen). Raises on bad input."""
+    img = read_image(src)
+    for note in img.notes:
+        log.warning("%s: %s", src, note)
+    qf, how = choose_qf(args.qf_mode, args.qf, img.pixels, str(src))
+    x, ycbcr = to_model_channels(img.pixels, model_channels(model))
+    restored, qf_used = restore_tiled(
+        model,
+        x,
+        qf,
+        tile=args.tile or None,
+        overlap=args.tile_overlap,
+        bf16=bf16,
+        channels_last=args.channels_last,
+        progress=True,
+    )
+    pixels = from_model_channels(restored, img.pixels.shape[2], ycbcr)
+    for note in write_image(dst, pixels, img.alpha, fmt, args.quality, img.icc_profile):
+        log.warning("%s: %s", dst, note)
+    return qf_used, how
+
+
+# --------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fbcnn-restore",
+        description="Remove JPEG artifacts with FBCNN (blind, or at a QF you set). "
+        "Restores image files, folders (not recursive) and glob patterns.",
+        epilog="Exit status: 0 all restored, 1 some files failed, 2 usage or model error.",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    parser.add_argument(
+        "--model",
+        help="checkpoint (.pth/.safetensors, any FBCNN incl. the official ones); "
+        f"default: {ZOO_MODELS[3].name}, or {ZOO_MODELS[1].name} with --gray",
+    )
+    parser.add_argument("--gray", action="store_true", help="use the default grayscale model (restores Y)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        default="restored",
+        help="output folder, or a file name for a single input (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--format", choices=sorted(FORMATS), help="output format (default: png, or the --output suffix)"
+    )
+    parser.add_argument("--quality", type=int, default=95, help="quality for jpg/webp outputs (default: %(default)s)")
+    parser.add_argument("--qf", type=int, help="JPEG quality 1..100 to restore for (flexible control; implies fixed)")
+    parser.add_argument(
+        "--qf-mode",
+        choices=("blind", "fixed", "dominant"),
+        help="blind: the network predicts the QF (default); fixed: use --qf; "
+        "dominant: the QF of the dominant compression in double-compressed images (FBCNN-D)",
+    )
+    parser.add_argument(
+        "--tile",
+        type=int,
+        default=DEFAULT_TILE,
+        help="restore in tiles of this size (multiple of 8) with one global QF; 0 = whole image (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--tile-overlap", type=int, default=DEFAULT_OVERLAP, help="tile overlap in pixels (default: %(default)s)"
+    )
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N] (default: auto)")
+    parser.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bfloat16 autocast (about 1 gray level of deviation); default: on where the hardware has native bf16",
+    )
+    parser.add_argument("--channels-last", action="store_true", help="channels_last memory format (faster on CPU)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network (slow first image)")
+    return parser
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Validate option combinations; fills in ``args.qf_mode``."""
+    if args.qf is not None and not 1 <= args.qf <= 100:
+        parser.error(f"--qf must be in 1..100, got {args.qf}")
+    if args.qf_mode is None:
+        args.qf_mode = "fixed" if args.qf is not None else "blind"
+    if args.qf_mode == "fixed" and args.qf is None:
+        parser.error("--qf-mode fixed needs --qf N")
+    if args.qf_mode != "fixed" and args.qf is not None:
+        parser.error(f"--qf sets the QF; it cannot be combined with --qf-mode {args.qf_mode}")
+    if args.tile < 0 or args.tile % 8:
+        parser.error(f"--tile must be 0 or a positive multiple of 8, got {args.tile}")
+    if args.tile and not 0 <= args.tile_overlap < args.tile - 7:
+        parser.error(f"--tile-overlap must be in [0, tile - 8], got {args.tile_overlap}")
+    if not 1 <= args.quality <= 100:
+        parser.error(f"--quality must be in 1..100, got {args.quality}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    log.setLevel(logging.INFO)  # our messages; other libraries stay at WARNING
+
+    files, errors = collect_inputs(args.inputs)
+    for error in errors:
+        log.error(error)
+    if not files:
+        log.error("no images to restore")
+        return 1
+    try:
+        destinations, fmt = output_paths(files, args.output, args.format)
+        device = pick_device(args.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda: CUDA is not available")
+        model_path = resolve_model_path(args.model, args.gray)
+        model = load_model(model_path, device)
+    except (ValueError, RuntimeError) as exc:  # CheckpointError is a ValueError
+        log.error("%s", exc)
+        return 2
+    channels = model_channels(model)
+    if args.gray and channels != 1:
+        log.error("--gray asks for a gray model, but %s has %d input channels", model_path, channels)
+        return 2
+    bf16 = bf16_supported(device) if args.bf16 is None else args.bf16
+    model = prepare_model(model, channels_last=args.channels_last, compile=args.compile)
+    log.info(
+        "model %s (%s, %s) on %s; bf16 %s; %s",
+        model_path,
+        getattr(model, "net_type", "network"),
+        "gray" if channels == 1 else "colour",
+        device,
+        "on" if bf16 else "off",
+        f"tiles {args.tile} px, overlap {args.tile_overlap}" if args.tile else "no tiling",
+    )
+
+    failed = len(errors)
+    written: dict[Path, Path] = {}
+    with logging_redirect_tqdm():
+        for src, dst in tqdm(list(zip(files, destinations, strict=True)), desc="restoring", unit="img"):
+            try:
+                if dst.resolve() == src.resolve():
+                    raise ValueError(f"output {dst} would overwrite the input; choose another --output")
+                if dst.resolve() in written:
+                    raise ValueError(f"output {dst} was already written for {written[dst.resolve()]}")
+                start = time.perf_counter()
+                qf, how = restore_file(model, src, dst, args, fmt, bf16)
+                written[dst.resolve()] = src
+                qf_text = "n/a (the network predicts none)" if qf is None else f"{qf:.0f} ({how})"
+                log.info("%s -> %s: QF %s, %.1f s", src, dst, qf_text, time.perf_counter() - start)
+            except (ImageReadError, OSError, ValueError, RuntimeError) as exc:
+                failed += 1
+                message = str(exc) if str(src) in str(exc) else f"{src}: {exc}"
+                if isinstance(exc, torch.OutOfMemoryError):
+                    message += " (out of memory: try a smaller --tile)"
+                log.error("%s", message)
+    if failed:
+        log.error("%d of %d inputs failed", failed, len(files) + len(errors))
+    return 1 if failed else 0
+
+
+def cli() -> None:
+    """Console-script entry point (``fbcnn-restore``)."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

@@ -180,15 +180,19 @@ class FBCNN(nn.Module):
         x4 = self.m_down3(x3)
         latent = self.m_body_encoder(x4)
 
-        # Computed by default, so callers get the network's estimate even when they set the QF.
-        qf = None if qf_input is not None and not predict_qf else self.qf_pred(latent)
-        if qf_input is None:
-            qf_control = qf
-        else:
-            qf_control = qf_input.to(dtype=latent.dtype).reshape(-1, 1).expand(x.shape[0], 1)
-        if qf is None:  # predictor skipped: report the QF that was set
-            qf = qf_control
-        embedding = self.qf_embed(qf_control)
+        # The QF predictor and the controller run in float32 even under autocast: the QF shows up
+        # in the pooled latent as variations smaller than bfloat16's resolution (about 0.4%).
+        dtype = self.qf_embed[0].weight.dtype  # float32 unless the whole model was cast
+        with torch.autocast(x.device.type, enabled=False):
+            # Computed by default, so callers get the network's estimate even when they set the QF.
+            qf = None if qf_input is not None and not predict_qf else self.qf_pred(latent.to(dtype))
+            if qf_input is None:
+                qf_control = qf
+            else:
+                qf_control = qf_input.to(dtype).reshape(-1, 1).expand(x.shape[0], 1)
+            if qf is None:  # predictor skipped: report the QF that was set
+                qf = qf_control
+            embedding = self.qf_embed(qf_control)
 
         x = self.m_body_decoder(latent)
         x = self._up(self.m_up3, x + x4, embedding, self.to_gamma_3, self.to_beta_3)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageOps
 from torch import nn
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -65,8 +66,6 @@ def read_image(path: str | Path) -> LoadedImage:
 
     Raises ``ImageReadError`` naming the file for unreadable, truncated or unsupported images.
     """
-    from PIL import Image, ImageOps
-
     path = Path(path)
     try:
         with Image.open(path) as im:
@@ -119,8 +118,6 @@ def write_image(
     icc_profile: bytes | None = None,
 ) -> list[str]:
     """Write uint8 ``H x W x C`` pixels (+ alpha) atomically in ``fmt`` (a ``FORMATS`` key); returns warnings."""
-    from PIL import Image
-
     notes = []
     if alpha is not None and fmt == "jpg":
         alpha = None
@@ -385,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         getattr(model, "net_type", "network"),
         "gray" if channels == 1 else "colour",
         device,
-        "on" if bf16 else "off",
+        "on (--no-bf16 for float32)" if bf16 else "off",
         f"tiles {args.tile} px, overlap {args.tile_overlap}" if args.tile else "no tiling",
     )
 

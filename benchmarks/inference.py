@@ -13,14 +13,20 @@ subprocess and reports its peak RSS; ``--large-nc`` picks the network for it (th
 slow on a CPU) and a second subprocess measures the same network on one tile, so the image-size
 part of the memory (input, accumulator, output) and the per-tile part can be told apart.
 
+``--qf-check CHECKPOINT`` instead measures, for a trained model on LIVE1 JPEGs at QF 10..90, how
+well each way of estimating one global QF for tiled restoration (k tiles of a given size, or a
+downscaled view) tracks the true QF and the model's whole-image prediction.
+
     python benchmarks/inference.py                       # 512x512, full network, 3 rounds, 4000x3000 memory
     python benchmarks/inference.py --rounds 1 --large 0  # quick: speed only
     python benchmarks/inference.py --compile --large-nc 64,128,256,512
+    python benchmarks/inference.py --qf-check model_zoo/fbcnn_color_small.pth
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
 import subprocess
@@ -37,7 +43,17 @@ sys.path.insert(0, str(ROOT))
 
 from data.degradations import jpeg  # noqa: E402
 from models import FBCNN  # noqa: E402
-from utils.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, bf16_supported, forward, prepare_model, restore_tiled  # noqa: E402
+from utils.tiling import (  # noqa: E402
+    DEFAULT_OVERLAP,
+    DEFAULT_TILE,
+    GRID,
+    bf16_supported,
+    estimate_qf,
+    forward,
+    prepare_model,
+    restore_tiled,
+)
+from utils.utils_eval import model_channels  # noqa: E402
 from utils.utils_image import imread_uint, tensor2uint, uint2tensor4  # noqa: E402
 
 FULL_NC = (64, 128, 256, 512)
@@ -85,9 +101,11 @@ def speed(args: argparse.Namespace) -> None:
     with torch.no_grad():
         baseline_qf = theirs(x)[1]
     qf_input = baseline_qf.detach().clone()
-    fast = prepare_model(ours, channels_last=True)  # the same module: our modes share its weights
+    ours_cl = prepare_model(copy.deepcopy(ours), channels_last=True)
 
-    def ours_mode(channels_last: bool, bf16: bool, skip: bool, model: torch.nn.Module = ours) -> Callable:
+    def ours_mode(channels_last: bool, bf16: bool, skip: bool, model: torch.nn.Module | None = None) -> Callable:
+        if model is None:
+            model = ours_cl if channels_last else ours
         return lambda: forward(model, x, qf_input if skip else None, bf16=bf16, channels_last=channels_last)[0]
 
     modes: dict[str, Callable[[], torch.Tensor]] = {}
@@ -97,29 +115,31 @@ def speed(args: argparse.Namespace) -> None:
             return theirs(x)[0]
 
     modes["spandrel fp32 (baseline)"] = plain
-    modes["ours fp32 inference_mode"] = ours_mode(False, False, False)
-    modes["+ channels_last"] = ours_mode(True, False, False)
-    modes["+ channels_last + skip QF pred"] = ours_mode(True, False, True)
-    bf16_note = "" if bf16_supported("cpu") else " (no native bf16 here: emulated)"
-    modes["+ channels_last + bf16" + bf16_note] = ours_mode(True, True, False)
-    modes["+ channels_last + bf16 + skip (CLI with QF)"] = ours_mode(True, True, True)
+    modes["ours fp32 (inference_mode)"] = ours_mode(False, False, False)
+    modes["ours fp32 + skip QF pred"] = ours_mode(False, False, True)
+    modes["ours fp32 + channels_last"] = ours_mode(True, False, False)
+    bf16_note = "" if bf16_supported("cpu") else " (emulated here)"
+    modes["ours bf16" + bf16_note] = ours_mode(False, True, False)
+    modes["ours bf16 + channels_last (CLI default, blind)"] = ours_mode(True, True, False)
+    modes["ours bf16 + channels_last + skip (CLI, QF set)"] = ours_mode(True, True, True)
     if args.compile:
-        compiled = prepare_model(FBCNN(3, 3, nc=args.nc, nb=args.nb), channels_last=True, compile=True)
-        compiled.load_state_dict(fast.state_dict())
+        compiled = prepare_model(copy.deepcopy(ours), channels_last=True, compile=True)
         start = time.perf_counter()
         forward(compiled, x, qf_input, bf16=True, channels_last=True)
         print(f"torch.compile warm-up: {time.perf_counter() - start:.1f} s")
-        modes["+ channels_last + bf16 + skip + compile"] = ours_mode(True, True, True, compiled)
+        modes["ours bf16 + channels_last + skip + compile"] = ours_mode(True, True, True, compiled)
 
     for fn in modes.values():  # warm-up (oneDNN primitive creation, allocator)
         fn()
-    times: dict[str, list[float]] = {name: [] for name in modes}
+    wall: dict[str, list[float]] = {name: [] for name in modes}
+    cpu: dict[str, list[float]] = {name: [] for name in modes}
     outputs: dict[str, np.ndarray] = {}
     for r in range(args.rounds):
         for name, fn in modes.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             out = fn()
-            times[name].append(time.perf_counter() - start)
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
             outputs[name] = tensor2uint(out.clone())
         print(f"round {r + 1}/{args.rounds} done", flush=True)
 
@@ -127,12 +147,19 @@ def speed(args: argparse.Namespace) -> None:
         f"\nFBCNN nc={list(args.nc)} nb={args.nb}, {args.size}x{args.size} colour, {torch.get_num_threads()} threads, "
         f"best of {args.rounds} interleaved rounds"
     )
-    print(f"{'mode':48s} {'time s':>8s} {'speed-up':>9s} {'max dev':>8s} {'mean dev':>9s}")
-    ref_time, ref = min(times["spandrel fp32 (baseline)"]), outputs["spandrel fp32 (baseline)"].astype(int)
+    print(
+        f"{'mode':50s} {'wall s':>7s} {'speed-up':>8s} {'CPU s':>7s} {'speed-up':>8s} {'max dev':>7s} {'mean dev':>8s}"
+    )
+    base = "spandrel fp32 (baseline)"
+    ref = outputs[base].astype(int)
     for name in modes:
-        best = min(times[name])
+        w, c = min(wall[name]), min(cpu[name])
         dev = np.abs(outputs[name].astype(int) - ref)
-        print(f"{name:48s} {best:8.2f} {ref_time / best:8.2f}x {dev.max():8d} {dev.mean():9.4f}")
+        print(
+            f"{name:50s} {w:7.2f} {min(wall[base]) / w:7.2f}x {c:7.2f} {min(cpu[base]) / c:7.2f}x "
+            f"{dev.max():7d} {dev.mean():8.4f}"
+        )
+    print("(CPU s: process CPU time over all threads; steadier than wall time when other jobs share the CPU)")
     print(f"peak RSS of this process: {peak_rss_mb():.0f} MB")
 
 
@@ -159,19 +186,81 @@ def child_large(args: argparse.Namespace) -> None:
 
 def memory(args: argparse.Namespace) -> None:
     h, w = args.large
-    nc = ",".join(map(str, args.large_nc))
-    print(f"\nMemory: tiled restoration in subprocesses, FBCNN nc=[{nc}] nb={args.nb}, tile {args.tile}, bf16 auto")
-    for size in ((h, w), (args.tile, args.tile)):
-        cmd = [sys.executable, __file__, "--child", f"{size[1]}x{size[0]}", "--nc", nc, "--nb", str(args.nb)]
-        result = subprocess.run([*cmd, "--tile", str(args.tile)], capture_output=True, text=True)
+    small, full = ",".join(map(str, args.large_nc)), ",".join(map(str, args.nc))
+    print(f"\nMemory: tiled restoration in fresh subprocesses, nb={args.nb}, tile {args.tile}, bf16 auto")
+    runs = {"large": ((h, w), small), "tile": ((args.tile, args.tile), small)}
+    if small != full:
+        runs["tile, full network"] = ((args.tile, args.tile), full)
+    peaks = {}
+    for name, ((rh, rw), nc) in runs.items():
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            f"{rw}x{rh}",
+            "--nc",
+            nc,
+            "--nb",
+            str(args.nb),
+            "--tile",
+            str(args.tile),
+        ]
+        result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode:
-            print(f"  {size[1]}x{size[0]}: FAILED\n{result.stderr[-2000:]}")
-            continue
+            print(f"  {rw}x{rh} nc=[{nc}]: FAILED\n{result.stderr[-2000:]}")
+            return
         info = json.loads(result.stdout.strip().splitlines()[-1])
+        peaks[name] = info["peak_rss_mb"]
         print(
-            f"  {info['size']:>10s}: peak RSS {info['peak_rss_mb']:6d} MB (after imports and the input image "
-            f"{info['rss_before_mb']} MB), {info['seconds']} s, output ok: {info['ok']}"
+            f"  {info['size']:>10s} nc=[{nc}]: peak RSS {info['peak_rss_mb']:6d} MB "
+            f"(before restoring: {info['rss_before_mb']} MB), {info['seconds']} s, output ok: {info['ok']}"
         )
+    if small != full:
+        estimate = peaks["large"] - peaks["tile"] + peaks["tile, full network"]
+        print(
+            f"  => full network at {w}x{h}: about {estimate} MB (image-size buffers from the first run, "
+            "per-tile network memory from the last)"
+        )
+
+
+def qf_check(args: argparse.Namespace) -> None:
+    """How well each global-QF estimate tracks the true QF and the whole-image prediction (LIVE1 JPEGs)."""
+    import cv2
+
+    from models import load_model
+    from utils.utils_image import list_images
+
+    model = load_model(args.qf_check)
+    files = list_images(LIVE1)[: args.qf_images]
+    qfs = (10, 20, 30, 40, 50, 60, 70, 80, 90)
+
+    def downscaled(img: np.ndarray, side: int) -> float:
+        scale = side / max(img.shape[:2])
+        size = (round(img.shape[1] * scale), round(img.shape[0] * scale))
+        return estimate_qf(model, cv2.resize(img, size, interpolation=cv2.INTER_AREA), tile=side)
+
+    strategies = {"whole image": lambda img: estimate_qf(model, img, tile=max(img.shape[:2]) + GRID)}
+    for side in (128, 256):
+        for k in (1, 4, 9):
+            strategies[f"{k} tile(s) of {side}"] = lambda img, side=side, k=k: estimate_qf(model, img, side, k)
+        strategies[f"downscaled to {side}"] = lambda img, side=side: downscaled(img, side)
+    predictions: dict[str, list[float]] = {name: [] for name in strategies}
+    true = []
+    for path in files:
+        gt = imread_uint(path, model_channels(model))
+        for qf in qfs:
+            img = jpeg(gt, qf)
+            true.append(qf)
+            for name, estimate in strategies.items():
+                predictions[name].append(estimate(img))
+    true_arr = np.array(true)
+    whole = np.array(predictions["whole image"])
+    print(f"\nGlobal QF estimates, {args.qf_check}, {len(files)} LIVE1 images x QF {qfs}")
+    print(f"{'estimate':22s} {'MAE vs true':>12s} {'MAE vs whole':>13s}   MAE vs true per QF")
+    for name, values in predictions.items():
+        pred = np.array(values)
+        per_qf = " ".join(f"{np.abs(pred[true_arr == q] - q).mean():5.1f}" for q in qfs)
+        print(f"{name:22s} {np.abs(pred - true_arr).mean():12.2f} {np.abs(pred - whole).mean():13.2f}   {per_qf}")
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -186,6 +275,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (best is reported)")
     parser.add_argument("--nc", type=lambda s: tuple(int(v) for v in s.split(",")), default=FULL_NC)
     parser.add_argument("--nb", type=int, default=4)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow warm-up)")
     parser.add_argument("--large", type=str, default="4000x3000", help="WxH for the memory part; 0 skips it")
     parser.add_argument(
@@ -196,10 +286,17 @@ def main() -> None:
     )
     parser.add_argument("--tile", type=int, default=DEFAULT_TILE)
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--qf-check", metavar="CHECKPOINT", help="compare global-QF estimates of a trained model")
+    parser.add_argument("--qf-images", type=int, default=10, help="LIVE1 images for --qf-check")
     parser.add_argument("--child", type=parse_size, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.child:
         child_large(args)
+        return
+    if args.qf_check:
+        qf_check(args)
         return
     if not args.skip_speed:
         speed(args)

@@ -107,6 +107,20 @@ def test_colour_model_on_gray_returns_gray(tmp_path, crops, caplog) -> None:
         assert np.abs(np.asarray(im).astype(int) - gray).max() <= 1
 
 
+def test_gray_default_model_on_gray_folder(tmp_path, datasets, monkeypatch, caplog) -> None:
+    monkeypatch.setitem(cli.ZOO_MODELS, 1, write_state_dict(make_tiny_fbcnn(1).state_dict(), tmp_path / "g.pth"))
+    folder = tmp_path / "gray"
+    folder.mkdir()
+    for name in ("bikes", "caps"):
+        img = imread_uint(datasets / "testsets" / "LIVE1_gray" / f"{name}.png", 1)[:40, :56]
+        save_jpeg(jpeg(img, 10), folder / f"{name}.jpg")
+    assert run([folder, "--gray", "-o", tmp_path / "out", "--format", "tif"], caplog) == 0
+    for name in ("bikes", "caps"):
+        with Image.open(tmp_path / "out" / f"{name}.tif") as im:
+            assert im.mode == "L" and im.size == (56, 40)
+    assert "(fbcnn, gray)" in caplog.text
+
+
 def test_gray_default_model_missing_is_a_clear_error(tmp_path, crops, monkeypatch, caplog) -> None:
     monkeypatch.setitem(cli.ZOO_MODELS, 1, tmp_path / "nowhere" / "fbcnn_gray_small.pth")
     src = save_jpeg(crops["bikes"], tmp_path / "a.jpg")

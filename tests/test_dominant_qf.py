@@ -60,6 +60,14 @@ def test_real_jpeg_files_match_their_quantization_tables(datasets) -> None:
     assert matches > len(qualities) / 2, list(zip(qualities, estimates, strict=True))
 
 
+def test_smooth_image_ignores_the_echo_below_its_qf(datasets) -> None:
+    """On smooth images a QF 10 JPEG also dips at QF 8 (its table is 5/4 of QF 10's); the real dip is deeper."""
+    img = imread_uint(datasets / "trainsets" / "Kodak5" / "kodim02.png", 1)[128:416, 240:528]
+    for qf in (10, 20):
+        est = estimate_dominant_qf(jpeg(img, qf))
+        assert est.accepted and abs(est.qf - qf) <= 1 and abs(est.qf_last - qf) <= 1, (qf, est)
+
+
 def test_colour_jpeg_uses_luma(datasets) -> None:
     rgb = jpeg(live1(datasets, "parrots", channels=3), 40)
     est = estimate_dominant_qf(rgb)

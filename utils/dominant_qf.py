@@ -21,8 +21,9 @@ Estimation (all encodes with ``data.degradations.jpeg``, the project's one JPEG)
 3. MSE curves at QF 1..100 for shift (0, 0), the candidates and their references.
    - The paper's rule: the first local minimum of the lowest curve (the minimum over the
      shifts at each QF). A local minimum must lie ``DIP_DEPTH`` (relative) below the highest
-     of its ``DIP_WIDTH`` neighbours on each side, so that rounding wiggles do not count. The
-     first such dip of shift (0, 0) alone is the last compression's QF (``qf_last``).
+     of its ``DIP_WIDTH`` neighbours on each side, so that rounding wiggles do not count, and
+     a dip with a much deeper one at most ``ECHO_WIDTH`` QFs above it is an echo of that one.
+     The first such dip of shift (0, 0) alone is the last compression's QF (``qf_last``).
    - Weak first compressions (e.g. QF1 = 30 under QF2 = 50) leave no local minimum, only a
      wide basin in ``curve(candidate) / curve(reference)`` centred on QF1; a basin at least
      ``BASIN_DEPTH`` deep within ``BASIN_WIDTH`` QFs on each side, below the QF found by
@@ -64,6 +65,7 @@ PROBE_QFS = (10, 25, 40, 55, 70, 85)  # grid search: few QFs spread over the use
 SHIFTS = tuple((i, j) for i in range(8) for j in range(8))
 DIP_DEPTH = 0.1  # a local minimum is >= 10 % below the highest of its 3 neighbours on each side
 DIP_WIDTH = 3
+ECHO_WIDTH = 5  # a dip followed within 5 QFs by one less than half as deep in MSE is an echo of that one
 BASIN_DEPTH = 0.06  # a first-compression basin is >= 6 % below its surroundings ...
 BASIN_WIDTH = 10  # ... within 10 QFs on each side
 MIN_SIZE = 16  # smallest image side: 8 pixels of shift + one 8x8 block
@@ -157,7 +159,9 @@ def _grid_candidates(
 def _dips(curve: np.ndarray, depth: float, width: int) -> list[int]:
     """Indices of local minima at least ``depth`` (relative) below the highest point ``width`` either side.
 
-    A run of equal values counts as one minimum, at its centre; the curve's ends never count.
+    A run of equal values counts as one minimum, at its centre; the curve's ends never count. A minimum
+    followed within ``ECHO_WIDTH`` by one with less than half its value is dropped: on smooth images a JPEG
+    at QF q also dips a little at q - 2 (e.g. the QF 8 table is 5/4 of the QF 10 one), the real dip is ~0.
     """
     found, n, k = [], len(curve), 1
     while k < n - 1:
@@ -169,7 +173,7 @@ def _dips(curve: np.ndarray, depth: float, width: int) -> list[int]:
             if curve[k] <= (1.0 - depth) * rim:
                 found.append((k + end) // 2)
         k = end + 1
-    return found
+    return [k for k in found if not any(k < j <= k + ECHO_WIDTH and curve[j] < 0.5 * curve[k] for j in found)]
 
 
 def _basin(ratio: np.ndarray, stop: int) -> int | None:

@@ -68,6 +68,7 @@ SCHEMA: dict[str, Any] = {
     "shift": [4, 4],  # double JPEG: rows and columns dropped between the two compressions; [0, 0] aligned
     "qf_mode": "blind",  # blind | fixed (qf_input) | dominant (FBCNN-D: utils.dominant_qf) | oracle (the true QF)
     "qf_input": None,  # the QF set in fixed mode (1..100)
+    "dominant_threshold": 30.0,  # FBCNN-D: accept the estimate when its recompression MSE is below this (paper: 30)
     "qf_sweep": [],  # flexible control: also restore at each of these set QFs
     "testsets": {},  # name -> folder (or "skimage": scikit-image's natural photographs)
     "missing_testsets": "skip",  # skip (warn) | fail (counts as a failed file)
@@ -259,7 +260,7 @@ def select_qf(
     if opt["qf_mode"] == "oracle":  # the known quality of the (last) compression; real images: blind
         return deg.true_qf, {}
     if opt["qf_mode"] == "dominant":
-        est = estimator(img)
+        est = estimator(img, threshold=opt["dominant_threshold"])
         return est.qf, {"dominant_qf": est.qf, "dominant_accepted": bool(est.accepted)}
     return None, {}
 

@@ -250,7 +250,8 @@ def test_dominant_mode_uses_estimator_and_falls_back_to_blind(
     estimate = namedtuple("QFEstimate", "qf mse qf_last shift accepted")
     seen = []
 
-    def fake_estimator(img: np.ndarray) -> tuple:
+    def fake_estimator(img: np.ndarray, threshold: float) -> tuple:
+        assert threshold == 30.0  # the paper's T, the default of dominant_threshold
         seen.append(img.shape)
         return estimate(25, 1.0, 10, (0, 0), True) if img.shape[0] == 72 - 4 else estimate(None, 9.0, 10, (0, 0), False)
 
@@ -269,6 +270,20 @@ def test_dominant_mode_uses_estimator_and_falls_back_to_blind(
     model = load_model(tiny_gray_path)
     low, _ = double_jpeg(imread_uint(mini_set / "baboon.png", 1), 30, 10)
     assert (imread_uint(out / rows["baboon"]["output"], 1) == restore(model, low, 25)[0]).all()
+
+
+def test_dominant_mode_with_the_real_estimator(tmp_path: Path, tiny_gray_path: Path, datasets: Path) -> None:
+    """FBCNN-D end to end: a non-aligned (10, 30) double JPEG is restored at an estimate near QF1 = 10."""
+    folder = tmp_path / "one"
+    imsave(imread_uint(sorted((datasets / "testsets" / "LIVE1_gray").iterdir())[0], 1)[:260, :260], folder / "a.png")
+    status = run_main(
+        "--opt", ROOT / "options/test_fbcnn_double.json", "--model", tiny_gray_path, "--testset", f"one={folder}",
+        "--qf-pair", "10", "30", "--qf-mode", "dominant", "--set", "dominant_threshold=100",
+        "--results", tmp_path / "res", "--set", "comparison_images=0",
+    )  # fmt: skip
+    assert status == 0
+    (row,) = json.loads((tmp_path / "res" / "tiny_gray_double_dominant" / "results.json").read_text())["images"]
+    assert row["dominant_accepted"] and abs(row["qf_used"] - 10) <= 5
 
 
 def test_dominant_mode_without_module_is_a_clear_error(

@@ -324,7 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="bfloat16 autocast (about 1 gray level of deviation); default: on where the hardware has native bf16",
     )
-    parser.add_argument("--channels-last", action="store_true", help="channels_last memory format (faster on CPU)")
+    parser.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="channels_last memory format (default: on; faster with bf16)",
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (slow first image)")
     return parser
 

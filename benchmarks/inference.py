@@ -120,8 +120,8 @@ def speed(args: argparse.Namespace) -> None:
     modes["ours fp32 + channels_last"] = ours_mode(True, False, False)
     bf16_note = "" if bf16_supported("cpu") else " (emulated here)"
     modes["ours bf16" + bf16_note] = ours_mode(False, True, False)
-    modes["ours bf16 + channels_last (CLI default, blind)"] = ours_mode(True, True, False)
-    modes["ours bf16 + channels_last + skip (CLI, QF set)"] = ours_mode(True, True, True)
+    modes["ours bf16 + channels_last (CLI default: blind)"] = ours_mode(True, True, False)
+    modes["ours bf16 + channels_last + skip (CLI: QF set)"] = ours_mode(True, True, True)
     if args.compile:
         compiled = prepare_model(copy.deepcopy(ours), channels_last=True, compile=True)
         start = time.perf_counter()

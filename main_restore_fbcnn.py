@@ -282,7 +282,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fbcnn-restore",
         description="Remove JPEG artifacts with FBCNN (blind, or at a QF you set). "
         "Restores image files, folders (not recursive) and glob patterns.",
-        epilog="Exit status: 0 all restored, 1 some files failed, 2 usage or model error.",
+        epilog="examples:\n"
+        "  fbcnn-restore photo.jpg                    # blind, colour model -> restored/photo.png\n"
+        "  fbcnn-restore scans/ --gray -o out/        # the grayscale model on a folder\n"
+        "  fbcnn-restore 'shots/*.jpg' --qf 30        # flexible control: restore as for QF 30\n"
+        "  fbcnn-restore big.jpg -o big.png --model fbcnn_color.pth --qf-mode dominant\n"
+        "(fbcnn-restore = python main_restore_fbcnn.py)\n\n"
+        "Exit status: 0 all restored, 1 some files failed, 2 usage or model error.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     parser.add_argument(
@@ -322,7 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--bf16",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="bfloat16 autocast (about 1 gray level of deviation); default: on where the hardware has native bf16",
+        help="bfloat16 autocast (with channels_last 2-2.7x faster on an AVX512-BF16 CPU), output within "
+        "2 levels of float32 (mean 0.17); "
+        "default: on where the hardware computes bf16 natively",
     )
     parser.add_argument(
         "--channels-last",

@@ -18,10 +18,11 @@ import main_train_fbcnn
 from models import load_model
 from models.model_fbcnn import masked_qf_loss
 from tests.conftest import ROOT
+from utils.training_log import main as training_log_main
+from utils.training_log import parse_train_log
 from utils.utils_option import OptionError
 
 TINY_OPT = ROOT / "options" / "train_fbcnn_gray_tiny.json"
-STEP_LINE = re.compile(r"step\s+(\d+) \| epoch \d+ \| lr ([0-9.e+-]+) \| loss ([0-9.]+)")
 
 
 def _overrides(root: Path, *extra: str) -> list[str]:
@@ -33,13 +34,12 @@ def _run(root: Path, *extra: str) -> int:
 
 
 def _log_steps(exp: Path) -> dict[int, tuple[float, float]]:
-    """step -> (lr, loss) from the text log (the last occurrence wins, as after a resume)."""
-    steps = {}
-    for line in (exp / "train.log").read_text().splitlines():
-        m = STEP_LINE.search(line)
-        if m:
-            steps[int(m.group(1))] = (float(m.group(2)), float(m.group(3)))
-    return steps
+    """step -> (lr, loss) from the text log (the last occurrence wins, as after a resume); {} before any."""
+    try:
+        log = parse_train_log(exp / "train.log")
+    except ValueError:
+        return {}
+    return {step: (values["lr"], values["loss"]) for step, values in log.train.items()}
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +81,35 @@ def test_validation_in_log_and_tensorboard(trained: Path) -> None:
     assert events.Tags()["images"]
     best = json.loads((trained / "models" / "best_G.json").read_text())
     assert best["psnr"] == pytest.approx(max(e.value for e in events.Scalars("val/psnr")), rel=1e-6)
+
+
+def test_training_log_parser_agrees_with_tensorboard(trained: Path, tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    log = parse_train_log(trained / "train.log")
+    events = EventAccumulator(str(trained / "tensorboard"))
+    events.Reload()
+    tb_loss = {e.step: e.value for e in events.Scalars("train/l_qf")}
+    assert sorted(log.train) == sorted(tb_loss)
+    for step, value in tb_loss.items():
+        assert log.train[step]["l_qf"] == pytest.approx(value, abs=1e-5)  # the log prints 5 decimals
+    tb_psnr = {e.step: e.value for e in events.Scalars("val/psnr_qf10")}
+    assert {step: by_qf[10]["psnr"] for step, by_qf in log.val.items()} == pytest.approx(tb_psnr, abs=0.006)
+    assert log.hours() > 0 and log.last_step == 40
+
+    # A resumed run repeats iterations: the later lines win, and each iteration is counted once.
+    lines = (trained / "train.log").read_text().splitlines()
+    slower = [re.sub(r"([0-9.]+) s/it", lambda m: f"{2 * float(m[1]):.3f} s/it", x) for x in lines if "| step" in x]
+    resumed = tmp_path / "train.log"
+    resumed.write_text("\n".join(lines + slower))
+    assert parse_train_log(resumed).hours() == pytest.approx(2 * log.hours(), rel=0.01)
+
+    plot = tmp_path / "curves.png"
+    assert training_log_main([str(trained / "train.log"), "--plot", str(plot)]) == 0
+    assert plot.stat().st_size > 10_000
+    (tmp_path / "empty.log").write_text("not a training log\n")
+    with pytest.raises(ValueError, match="empty.log"):
+        parse_train_log(tmp_path / "empty.log")
 
 
 def test_masked_qf_loss_ignores_nan_labels() -> None:

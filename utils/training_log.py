@@ -1,0 +1,139 @@
+"""Read the trainer's text log (``experiments/<task>/train.log``) back into numbers, and plot training curves.
+
+    python -m utils.training_log experiments/fbcnn_gray_small/train.log [more logs] [--plot curves.png]
+
+Prints, per log, the iterations reached, the training wall-clock hours and the best validation PSNR; ``--plot``
+draws the image loss, the QF loss and the validation PSNR per QF against the iteration, one colour per log.
+A resumed run repeats the iterations after its training state; the last occurrence of an iteration wins, so
+the curves and the hours describe the trajectory that produced the final weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Written by main_train_fbcnn.Trainer._log_train and .validate.
+STEP_LINE = re.compile(
+    r"\| step\s+(?P<step>\d+) \| epoch (?P<epoch>\d+) \| lr (?P<lr>[0-9.e+-]+) \| loss (?P<loss>[0-9.e+-]+) "
+    r"\(img (?P<l_img>[0-9.e+-]+), qf (?P<l_qf>[0-9.e+-]+)\) \| (?P<pps>[0-9.]+) patches/s, (?P<s_per_it>[0-9.]+) s/it"
+)
+VAL_LINE = re.compile(r"\| validation step (?P<step>\d+) \| PSNR/SSIM/PSNR-B \| (?P<parts>.*)$")
+VAL_PART = re.compile(
+    r"QF(?P<qf>\d+): (?P<psnr>[0-9.]+) dB / (?P<ssim>[0-9.]+) / (?P<psnrb>[0-9.]+), QF MAE (?P<qf_mae>[0-9.]+|nan)"
+)
+
+
+@dataclass
+class TrainingLog:
+    """Numbers of one run. ``train[step]`` holds lr, loss, l_img, l_qf, s_per_it (seconds per iteration,
+    averaged since the previous line); ``val[step][qf]`` holds psnr, ssim, psnrb (dB) and qf_mae (QF units)."""
+
+    path: Path
+    train: dict[int, dict[str, float]] = field(default_factory=dict)
+    val: dict[int, dict[int, dict[str, float]]] = field(default_factory=dict)
+
+    @property
+    def last_step(self) -> int:
+        return max(self.train, default=0)
+
+    def hours(self) -> float:
+        """Wall-clock hours spent on the kept iterations (s/it times the iterations each line covers)."""
+        total, previous = 0.0, 0
+        for step in sorted(self.train):
+            total += self.train[step]["s_per_it"] * (step - previous)
+            previous = step
+        return total / 3600
+
+    def mean_val_psnr(self) -> dict[int, float]:
+        """Validation PSNR averaged over the validated QFs, per iteration (what selects best_G)."""
+        return {step: sum(v["psnr"] for v in by_qf.values()) / len(by_qf) for step, by_qf in self.val.items()}
+
+
+def parse_train_log(path: str | os.PathLike) -> TrainingLog:
+    """Parse a train.log; raises ValueError naming the file if it holds no training line."""
+    log = TrainingLog(Path(path))
+    for line in log.path.read_text(encoding="utf-8").splitlines():
+        if m := STEP_LINE.search(line):
+            values = {k: float(v) for k, v in m.groupdict().items() if k not in ("step", "epoch")}
+            log.train[int(m["step"])] = values | {"epoch": float(m["epoch"])}
+        elif m := VAL_LINE.search(line):
+            parts = {
+                int(p["qf"]): {k: float(p[k]) for k in ("psnr", "ssim", "psnrb", "qf_mae")}
+                for p in VAL_PART.finditer(m["parts"])
+            }
+            if parts:
+                log.val[int(m["step"])] = parts
+    if not log.train:
+        raise ValueError(f"{log.path}: no training lines ('| step N | epoch ...') found; is this a train.log?")
+    return log
+
+
+def plot_training_curves(logs: Sequence[TrainingLog], out: str | os.PathLike, smooth: int = 5) -> Path:
+    """Image loss, QF loss and validation PSNR against the iteration; writes a PNG atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from models.checkpoint import atomic_write
+
+    def smoothed(values: list[float]) -> list[float]:
+        windows = [values[max(0, i - smooth // 2) : i + smooth // 2 + 1] for i in range(len(values))]
+        return [sum(w) / len(w) for w in windows]
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for index, log in enumerate(logs):
+        color = f"C{index}"
+        name = log.path.parent.name or log.path.stem
+        steps = sorted(log.train)
+        for ax, key in zip(axes[:2], ("l_img", "l_qf"), strict=True):
+            values = [log.train[s][key] for s in steps]
+            ax.plot(steps, values, color=color, alpha=0.25, linewidth=0.8)
+            ax.plot(steps, smoothed(values), color=color, label=name)
+        val_steps = sorted(log.val)
+        qfs = sorted({qf for by_qf in log.val.values() for qf in by_qf})
+        for qf_index, qf in enumerate(qfs):
+            x = [s for s in val_steps if qf in log.val[s]]
+            y = [log.val[s][qf]["psnr"] for s in x]
+            style = ("-", "--", ":", "-.")[qf_index % 4]
+            axes[2].plot(x, y, style, color=color, marker=".", label=f"{name}, QF{qf}")
+    axes[0].set(title="image loss (L1, [0,1] scale)", xlabel="iteration", yscale="log")
+    axes[1].set(title="QF loss (L1 on (100-QF)/100, single JPEG only)", xlabel="iteration", yscale="log")
+    axes[2].set(title="validation PSNR (dB)", xlabel="iteration")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = Path(out)
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    plt.close(fig)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("logs", nargs="+", type=Path, help="train.log files written by main_train_fbcnn.py")
+    parser.add_argument("--plot", type=Path, help="write the training curves to this PNG")
+    args = parser.parse_args(argv)
+    logs = []
+    for path in args.logs:
+        try:
+            logs.append(parse_train_log(path))
+        except (OSError, ValueError) as err:
+            print(f"skipped: {err}")
+    for log in logs:
+        best = max(log.mean_val_psnr().items(), key=lambda kv: kv[1], default=None)
+        best_text = f"best validation PSNR {best[1]:.3f} dB at iteration {best[0]}" if best else "no validation"
+        print(f"{log.path}: {log.last_step} iterations, {log.hours():.2f} h of training, {best_text}")
+    if args.plot and logs:
+        print(f"curves: {plot_training_curves(logs, args.plot)}")
+    return 0 if len(logs) == len(args.logs) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,12 +1,13 @@
 """Regenerate the measured numbers of the model card (model_zoo/README.md) with the test script.
 
-    python benchmarks/model_card.py [--testsets ../shared/datasets/testsets] [--write]
+    python benchmarks/model_card.py [--models gray color] [--testsets ../shared/datasets/testsets] [--write]
 
 Runs ``main_test_fbcnn.py``'s evaluation for the bundled models: gray on Classic5, LIVE1 (Y) and
 BSDS500 (Y) at QF 10/20/30/40 and on the Table 3 double-JPEG pairs (LIVE1 Y); colour on LIVE1 and
-BSDS500 (RGB) at QF 10/20/30/40. Prints one table per model with the JPEG input and the paper's
-FBCNN beside each figure (PSNR / SSIM / PSNR-B); ``--write`` also replaces the generated section of
-model_zoo/README.md with exactly what is printed.
+BSDS500 (RGB) at QF 10/20/30/40. Prints, per model, its training summary (read from the training log
+committed in model_zoo/logs/) and one table per evaluation with the JPEG input and the paper's FBCNN
+beside each figure (PSNR / SSIM / PSNR-B). ``--write`` also replaces that model's generated section of
+model_zoo/README.md with exactly what is printed, and redraws model_zoo/training_curves.png.
 """
 
 from __future__ import annotations
@@ -21,60 +22,87 @@ sys.path.insert(0, str(ROOT))
 
 import main_test_fbcnn  # noqa: E402
 from models import ZOO_MODELS  # noqa: E402
+from models.checkpoint import atomic_write  # noqa: E402
+from utils.training_log import parse_train_log, plot_training_curves  # noqa: E402
 from utils.utils_report import paper_row  # noqa: E402
 
-BEGIN, END = "<!-- model-card:begin (benchmarks/model_card.py --write) -->", "<!-- model-card:end -->"
+CARD = ROOT / "model_zoo" / "README.md"
+CURVES = ROOT / "model_zoo" / "training_curves.png"
+MODELS = {"gray": 1, "color": 3}
 QFS = [10, 20, 30, 40]
 PAIRS = [[30, 10], [50, 10], [50, 30], [10, 10], [30, 30], [50, 50], [10, 30], [10, 50], [30, 50]]
 
 
-def runs(testsets: Path) -> list[tuple[str, Path, list[str]]]:
-    """(title, option file, overrides) of every evaluation on the card."""
-    gray, color = str(ZOO_MODELS[1]), str(ZOO_MODELS[3])
-    common = ["save_images=false", "comparison_images=0", "missing_testsets=fail", "fallback_testsets={}"]
+def markers(model: str) -> tuple[str, str]:
+    """The comments around a model's generated section of the card."""
+    return (
+        f"<!-- model-card:begin {model} (benchmarks/model_card.py --write) -->",
+        f"<!-- model-card:end {model} -->",
+    )
+
+
+def training_log(model: str) -> Path:
+    """The committed training log of a bundled model (a copy of its experiments/<task>/train.log)."""
+    return ROOT / "model_zoo" / "logs" / f"{ZOO_MODELS[MODELS[model]].stem}.train.log"
+
+
+def runs(model: str, testsets: Path) -> list[tuple[str, Path, list[str], int]]:
+    """(title, option file, overrides, paper table) of every evaluation of one model on the card."""
+    path = str(ZOO_MODELS[MODELS[model]])
+    common = [f"model_path={path}", "save_images=false", "comparison_images=0", "missing_testsets=fail"]
+    common.append("fallback_testsets={}")
+    if model == "gray":
+        single = {"Classic5": "Classic5", "LIVE1": "LIVE1_gray", "BSDS500": "BSDS500"}
+        return [
+            (
+                "gray, single JPEG (Table 1)",
+                ROOT / "options/test_fbcnn_gray.json",
+                [f"qfs={json.dumps(QFS)}", "task=card_gray_single", _testsets(testsets, single), *common],
+                1,
+            ),
+            (
+                "gray, non-aligned double JPEG on LIVE1 (Table 3)",
+                ROOT / "options/test_fbcnn_double.json",
+                [
+                    f"qf_pairs={json.dumps(PAIRS)}",
+                    "task=card_gray_double",
+                    _testsets(testsets, {"LIVE1": "LIVE1_gray"}),
+                    *common,
+                ],
+                3,
+            ),
+        ]
     return [
-        (
-            "gray, single JPEG (Table 1)",
-            ROOT / "options/test_fbcnn_gray.json",
-            [
-                f"model_path={gray}",
-                f"qfs={json.dumps(QFS)}",
-                "task=card_gray_single",
-                "testsets="
-                + json.dumps(
-                    {
-                        "Classic5": str(testsets / "Classic5"),
-                        "LIVE1": str(testsets / "LIVE1_gray"),
-                        "BSDS500": str(testsets / "BSDS500"),
-                    }
-                ),
-                *common,
-            ],
-        ),
-        (
-            "gray, non-aligned double JPEG on LIVE1 (Table 3)",
-            ROOT / "options/test_fbcnn_double.json",
-            [
-                f"model_path={gray}",
-                f"qf_pairs={json.dumps(PAIRS)}",
-                "task=card_gray_double",
-                "testsets=" + json.dumps({"LIVE1": str(testsets / "LIVE1_gray")}),
-                *common,
-            ],
-        ),
         (
             "colour, single JPEG (Table 2)",
             ROOT / "options/test_fbcnn_color.json",
             [
-                f"model_path={color}",
                 f"qfs={json.dumps(QFS)}",
                 "task=card_color_single",
-                "testsets="
-                + json.dumps({"LIVE1": str(testsets / "LIVE1_color"), "BSDS500": str(testsets / "BSDS500")}),
+                _testsets(testsets, {"LIVE1": "LIVE1_color", "BSDS500": "BSDS500"}),
                 *common,
             ],
-        ),
+            2,
+        )
     ]
+
+
+def _testsets(root: Path, folders: dict[str, str]) -> str:
+    return "testsets=" + json.dumps({name: str(root / folder) for name, folder in folders.items()})
+
+
+def training_summary(model: str) -> str:
+    """One line: iterations, training hours and best validation PSNR, from the committed training log."""
+    path = training_log(model)
+    if not path.is_file():
+        return f"_Training log {path.relative_to(ROOT)} is missing._"
+    log = parse_train_log(path)
+    step, psnr = max(log.mean_val_psnr().items(), key=lambda kv: kv[1])
+    return (
+        f"_Training ({path.relative_to(ROOT)}): {log.last_step:,} iterations, {log.hours():.1f} h of wall-clock "
+        f"training on a 2-core CPU; weights from iteration {step:,}, the best mean validation PSNR "
+        f"({psnr:.2f} dB over QF {', '.join(map(str, sorted(log.val[step])))} on the held-out images)._"
+    )
 
 
 def cell(psnr: float, ssim: float, psnrb: float) -> str:
@@ -106,28 +134,39 @@ def table(title: str, results: dict, paper_id: int) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="which models")
     parser.add_argument("--testsets", type=Path, default=ROOT.parent / "shared" / "datasets" / "testsets")
     parser.add_argument("--results", type=Path, default=ROOT / "results")
-    parser.add_argument("--write", action="store_true", help="replace the generated section of model_zoo/README.md")
-    args = parser.parse_args()
-    sections = []
-    for (title, opt_file, overrides), paper_id in zip(runs(args.testsets), (1, 3, 2), strict=True):
-        opt = main_test_fbcnn.load_options(opt_file, [*overrides, f"path.results={args.results}"])
-        if main_test_fbcnn.run(opt) != 0:
-            print(f"error: the evaluation '{title}' failed; see its test.log", file=sys.stderr)
-            return 1
-        results = json.loads((args.results / opt["task"] / "results.json").read_text())
-        sections.append(table(title, results, paper_id))
-    text = "\n\n".join(sections)
-    print(text)
+    parser.add_argument("--write", action="store_true", help="replace the models' generated sections of the card")
+    args = parser.parse_args(argv)
+    texts = {}
+    for model in args.models:
+        sections = [training_summary(model)]
+        for title, opt_file, overrides, paper_id in runs(model, args.testsets):
+            opt = main_test_fbcnn.load_options(opt_file, [*overrides, f"path.results={args.results}"])
+            if main_test_fbcnn.run(opt) != 0:
+                print(f"error: the evaluation '{title}' failed; see its test.log", file=sys.stderr)
+                return 1
+            results = json.loads((args.results / opt["task"] / "results.json").read_text())
+            sections.append(table(title, results, paper_id))
+        texts[model] = "\n\n".join(sections)
+        print(texts[model] + "\n")
     if args.write:
-        card = ROOT / "model_zoo" / "README.md"
-        content = card.read_text()
-        start, end = content.index(BEGIN) + len(BEGIN), content.index(END)
-        card.write_text(content[:start] + "\n" + text + "\n" + content[end:])
-        print(f"\nwrote {card}")
+        content = CARD.read_text()
+        for model, text in texts.items():
+            begin, end = markers(model)
+            if begin not in content or end not in content:
+                print(f"error: {CARD} lacks the markers {begin} ... {end}", file=sys.stderr)
+                return 1
+            start, stop = content.index(begin) + len(begin), content.index(end)
+            content = content[:start] + "\n" + text + "\n" + content[stop:]
+        atomic_write(CARD, lambda tmp: tmp.write_text(content))
+        logs = [parse_train_log(training_log(m)) for m in MODELS if training_log(m).is_file()]
+        if logs:
+            plot_training_curves(logs, CURVES)
+        print(f"wrote {CARD}" + (f" and {CURVES}" if logs else ""))
     return 0
 
 

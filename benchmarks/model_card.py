@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 import main_test_fbcnn  # noqa: E402
 from models import ZOO_MODELS  # noqa: E402
 from models.checkpoint import atomic_write  # noqa: E402
-from utils.training_log import parse_train_log, plot_training_curves  # noqa: E402
+from utils.training_log import TrainingLog, chain_logs, parse_train_log, plot_training_curves  # noqa: E402
 from utils.utils_report import paper_row  # noqa: E402
 
 CARD = ROOT / "model_zoo" / "README.md"
@@ -41,9 +41,18 @@ def markers(model: str) -> tuple[str, str]:
     )
 
 
-def training_log(model: str) -> Path:
-    """The committed training log of a bundled model (a copy of its experiments/<task>/train.log)."""
-    return ROOT / "model_zoo" / "logs" / f"{ZOO_MODELS[MODELS[model]].stem}.train.log"
+def training_logs(model: str) -> list[Path]:
+    """The committed training logs of a bundled model, one per stage (copies of experiments/<task>/train.log):
+    ``<name>.train.log``, then ``<name>_ft.train.log`` for the fine-tune initialised from it, if any."""
+    stem = ZOO_MODELS[MODELS[model]].stem
+    logs = [ROOT / "model_zoo" / "logs" / f"{stem}{suffix}.train.log" for suffix in ("", "_ft")]
+    return [path for path in logs if path.is_file()]
+
+
+def chained_log(model: str) -> TrainingLog | None:
+    """The model's stages as one log (iterations counted across stages), or None without logs."""
+    paths = training_logs(model)
+    return chain_logs([parse_train_log(path) for path in paths]) if paths else None
 
 
 def runs(model: str, testsets: Path) -> list[tuple[str, Path, list[str], int]]:
@@ -92,15 +101,20 @@ def _testsets(root: Path, folders: dict[str, str]) -> str:
 
 
 def training_summary(model: str) -> str:
-    """One line: iterations, training hours and best validation PSNR, from the committed training log."""
-    path = training_log(model)
-    if not path.is_file():
-        return f"_Training log {path.relative_to(ROOT)} is missing._"
-    log = parse_train_log(path)
+    """One paragraph: iterations and training hours per stage, and where the weights come from."""
+    paths = training_logs(model)
+    if not paths:
+        return f"_No training log of {ZOO_MODELS[MODELS[model]].name} in model_zoo/logs/._"
+    stages = [parse_train_log(path) for path in paths]
+    log = chain_logs(stages)
     step, psnr = max(log.mean_val_psnr().items(), key=lambda kv: kv[1])
+    parts = [
+        f"{stage.name} ({stage.last_step:,} iterations, {stage.hours():.1f} h, `model_zoo/logs/{path.name}`)"
+        for stage, path in zip(stages, paths, strict=True)
+    ]
     return (
-        f"_Training ({path.relative_to(ROOT)}): {log.last_step:,} iterations, {log.hours():.1f} h of wall-clock "
-        f"training on a 2-core CPU; weights from iteration {step:,}, the best mean validation PSNR "
+        f"_Training: {' then '.join(parts)}; {log.hours():.1f} h of wall-clock training on a 2-core CPU in all. "
+        f"Weights from iteration {step:,} of {log.last_step:,}, the best mean validation PSNR "
         f"({psnr:.2f} dB over QF {', '.join(map(str, sorted(log.val[step])))} on the held-out images)._"
     )
 
@@ -163,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             start, stop = content.index(begin) + len(begin), content.index(end)
             content = content[:start] + "\n" + text + "\n" + content[stop:]
         atomic_write(CARD, lambda tmp: tmp.write_text(content))
-        logs = [parse_train_log(training_log(m)) for m in MODELS if training_log(m).is_file()]
+        logs = [log for log in map(chained_log, MODELS) if log is not None]
         if logs:
             plot_training_curves(logs, CURVES)
         print(f"wrote {CARD}" + (f" and {CURVES}" if logs else ""))

@@ -18,8 +18,8 @@ import main_train_fbcnn
 from models import load_model
 from models.model_fbcnn import masked_qf_loss
 from tests.conftest import ROOT
+from utils.training_log import chain_logs, parse_train_log
 from utils.training_log import main as training_log_main
-from utils.training_log import parse_train_log
 from utils.utils_option import OptionError
 
 TINY_OPT = ROOT / "options" / "train_fbcnn_gray_tiny.json"
@@ -100,12 +100,18 @@ def test_training_log_parser_agrees_with_tensorboard(trained: Path, tmp_path: Pa
     # A resumed run repeats iterations: the later lines win, and each iteration is counted once.
     lines = (trained / "train.log").read_text().splitlines()
     slower = [re.sub(r"([0-9.]+) s/it", lambda m: f"{2 * float(m[1]):.3f} s/it", x) for x in lines if "| step" in x]
-    resumed = tmp_path / "train.log"
+    resumed = tmp_path / "resumed.train.log"
     resumed.write_text("\n".join(lines + slower))
     assert parse_train_log(resumed).hours() == pytest.approx(2 * log.hours(), rel=0.01)
 
+    # A fine-tune initialised from the run continues its iteration count when chained.
+    chained = chain_logs([log, parse_train_log(resumed)])
+    assert chained.last_step == 80 and sorted(chained.val) == [20, 40, 60, 80]
+    assert chained.hours() == pytest.approx(3 * log.hours(), rel=0.01)
+    assert chained.name == "fbcnn_gray_tiny + resumed"
+
     plot = tmp_path / "curves.png"
-    assert training_log_main([str(trained / "train.log"), "--plot", str(plot)]) == 0
+    assert training_log_main([str(trained / "train.log"), str(resumed), "--chain", "--plot", str(plot)]) == 0
     assert plot.stat().st_size > 10_000
     (tmp_path / "empty.log").write_text("not a training log\n")
     with pytest.raises(ValueError, match="empty.log"):

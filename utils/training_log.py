@@ -3,7 +3,8 @@
     python -m utils.training_log experiments/fbcnn_gray_small/train.log [more logs] [--plot curves.png]
 
 Prints, per log, the iterations reached, the training wall-clock hours and the best validation PSNR; ``--plot``
-draws the image loss, the QF loss and the validation PSNR per QF against the iteration, one colour per log.
+draws the image loss, the QF loss and the validation PSNR per QF against the iteration, one colour per log;
+``--chain`` joins the logs as consecutive stages of one model (a fine-tune continues the iteration count).
 A resumed run repeats the iterations after its training state; the last occurrence of an iteration wins, so
 the curves and the hours describe the trajectory that produced the final weights.
 """
@@ -36,6 +37,11 @@ class TrainingLog:
     path: Path
     train: dict[int, dict[str, float]] = field(default_factory=dict)
     val: dict[int, dict[int, dict[str, float]]] = field(default_factory=dict)
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name:  # experiments/<task>/train.log -> task; <task>.train.log -> task
+            self.name = self.path.parent.name if self.path.name == "train.log" else self.path.name.split(".")[0]
 
     @property
     def last_step(self) -> int:
@@ -73,6 +79,17 @@ def parse_train_log(path: str | os.PathLike) -> TrainingLog:
     return log
 
 
+def chain_logs(stages: Sequence[TrainingLog]) -> TrainingLog:
+    """One log from consecutive stages of a model (e.g. training, then a fine-tune initialised from it): each
+    stage's iterations are shifted to follow the previous stage's last one. Named after the last stage."""
+    chained, offset = TrainingLog(stages[-1].path, name=" + ".join(stage.name for stage in stages)), 0
+    for stage in stages:
+        chained.train.update({offset + step: values for step, values in stage.train.items()})
+        chained.val.update({offset + step: by_qf for step, by_qf in stage.val.items()})
+        offset += stage.last_step
+    return chained
+
+
 def plot_training_curves(logs: Sequence[TrainingLog], out: str | os.PathLike, smooth: int = 5) -> Path:
     """Image loss, QF loss and validation PSNR against the iteration; writes a PNG atomically."""
     import matplotlib
@@ -89,7 +106,7 @@ def plot_training_curves(logs: Sequence[TrainingLog], out: str | os.PathLike, sm
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for index, log in enumerate(logs):
         color = f"C{index}"
-        name = log.path.parent.name or log.path.stem
+        name = log.name
         steps = sorted(log.train)
         for ax, key in zip(axes[:2], ("l_img", "l_qf"), strict=True):
             values = [log.train[s][key] for s in steps]
@@ -119,6 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("logs", nargs="+", type=Path, help="train.log files written by main_train_fbcnn.py")
     parser.add_argument("--plot", type=Path, help="write the training curves to this PNG")
+    parser.add_argument("--chain", action="store_true", help="the logs are consecutive stages of one model")
     args = parser.parse_args(argv)
     logs = []
     for path in args.logs:
@@ -126,13 +144,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             logs.append(parse_train_log(path))
         except (OSError, ValueError) as err:
             print(f"skipped: {err}")
+    complete = len(logs) == len(args.logs)
+    if args.chain and complete:
+        logs = [chain_logs(logs)]
     for log in logs:
         best = max(log.mean_val_psnr().items(), key=lambda kv: kv[1], default=None)
         best_text = f"best validation PSNR {best[1]:.3f} dB at iteration {best[0]}" if best else "no validation"
-        print(f"{log.path}: {log.last_step} iterations, {log.hours():.2f} h of training, {best_text}")
+        print(f"{log.name}: {log.last_step} iterations, {log.hours():.2f} h of training, {best_text}")
     if args.plot and logs:
         print(f"curves: {plot_training_curves(logs, args.plot)}")
-    return 0 if len(logs) == len(args.logs) else 1
+    return 0 if complete else 1
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ def training_summary(model: str) -> str:
         return f"_No training log of {ZOO_MODELS[MODELS[model]].name} in model_zoo/logs/._"
     stages = [parse_train_log(path) for path in paths]
     log = chain_logs(stages)
-    step, psnr = max(log.mean_val_psnr().items(), key=lambda kv: kv[1])
+    step, psnr = log.best_step()
     parts = [
         f"{stage.name} ({stage.last_step:,} iterations, {stage.hours():.1f} h, `model_zoo/logs/{path.name}`)"
         for stage, path in zip(stages, paths, strict=True)

@@ -14,9 +14,9 @@ from utils.utils_eval import restore, score
 from utils.utils_image import imread_uint, list_images
 
 # Minimum mean PSNR gain over the JPEG input on the first three LIVE1 images at QF10 (dB), and the
-# tolerance on the predicted QF. The committed models gain about 0.2 dB more than these bars
+# tolerance on the predicted QF. The committed models gain 1.25 (gray) and 1.02 dB (colour)
 # (see model_zoo/README.md); a loader, metric or model regression falls below them.
-MIN_GAIN = {1: 1.0, 3: 0.8}
+MIN_GAIN = {1: 1.1, 3: 0.9}
 QF_TOLERANCE = {1: 10, 3: 10}
 
 
@@ -51,3 +51,15 @@ def test_zoo_model_beats_jpeg_on_live1(channels: int, datasets: Path) -> None:
     assert all(q is not None and 0 < q < 100 for q in predicted)
     assert all(abs(q - 10) <= QF_TOLERANCE[channels] for q in predicted), predicted
 
+
+@pytest.mark.parametrize("model", ["gray", "color"])
+def test_zoo_model_card_sections_and_training_logs(model: str) -> None:
+    """The card's generated section of each model states what its committed training logs say."""
+    import benchmarks.model_card as card
+
+    text = card.CARD.read_text()
+    begin, end = card.markers(model)
+    assert text.index(begin) < text.index(end)
+    log = card.chained_log(model)
+    assert log is not None and log.val and log.last_step >= max(log.val) >= 30000
+    assert card.training_summary(model) in text[text.index(begin) : text.index(end)]

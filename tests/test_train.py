@@ -96,6 +96,8 @@ def test_training_log_parser_agrees_with_tensorboard(trained: Path, tmp_path: Pa
     tb_psnr = {e.step: e.value for e in events.Scalars("val/psnr_qf10")}
     assert {step: by_qf[10]["psnr"] for step, by_qf in log.val.items()} == pytest.approx(tb_psnr, abs=0.006)
     assert log.hours() > 0 and log.last_step == 40
+    best = json.loads((trained / "models" / "best_G.json").read_text())
+    assert log.best_step() == (best["step"], pytest.approx(best["psnr"], abs=5e-4))
 
     # A resumed run repeats iterations: the later lines win, and each iteration is counted once.
     lines = (trained / "train.log").read_text().splitlines()

@@ -24,6 +24,7 @@ STEP_LINE = re.compile(
     r"\(img (?P<l_img>[0-9.e+-]+), qf (?P<l_qf>[0-9.e+-]+)\) \| (?P<pps>[0-9.]+) patches/s, (?P<s_per_it>[0-9.]+) s/it"
 )
 VAL_LINE = re.compile(r"\| validation step (?P<step>\d+) \| PSNR/SSIM/PSNR-B \| (?P<parts>.*)$")
+BEST_LINE = re.compile(r"\| new best validation PSNR (?P<psnr>[0-9.]+) dB")
 VAL_PART = re.compile(
     r"QF(?P<qf>\d+): (?P<psnr>[0-9.]+) dB / (?P<ssim>[0-9.]+) / (?P<psnrb>[0-9.]+), QF MAE (?P<qf_mae>[0-9.]+|nan)"
 )
@@ -37,6 +38,7 @@ class TrainingLog:
     path: Path
     train: dict[int, dict[str, float]] = field(default_factory=dict)
     val: dict[int, dict[int, dict[str, float]]] = field(default_factory=dict)
+    best: dict[int, float] = field(default_factory=dict)  # step -> mean validation PSNR, where best_G was saved
     name: str = ""
 
     def __post_init__(self) -> None:
@@ -55,6 +57,12 @@ class TrainingLog:
             previous = step
         return total / 3600
 
+    def best_step(self) -> tuple[int, float] | None:
+        """(iteration, mean validation PSNR) of the best validation: where the trainer saved best_G.pth (from its
+        3-decimal 'new best' lines; the 2-decimal per-QF figures can tie), or None without validation."""
+        scores = self.best or self.mean_val_psnr()
+        return max(scores.items(), key=lambda kv: kv[1]) if scores else None
+
     def mean_val_psnr(self) -> dict[int, float]:
         """Validation PSNR averaged over the validated QFs, per iteration (what selects best_G)."""
         return {step: sum(v["psnr"] for v in by_qf.values()) / len(by_qf) for step, by_qf in self.val.items()}
@@ -63,6 +71,7 @@ class TrainingLog:
 def parse_train_log(path: str | os.PathLike) -> TrainingLog:
     """Parse a train.log; raises ValueError naming the file if it holds no training line."""
     log = TrainingLog(Path(path))
+    last_val = None
     for line in log.path.read_text(encoding="utf-8").splitlines():
         if m := STEP_LINE.search(line):
             values = {k: float(v) for k, v in m.groupdict().items() if k not in ("step", "epoch")}
@@ -74,6 +83,9 @@ def parse_train_log(path: str | os.PathLike) -> TrainingLog:
             }
             if parts:
                 log.val[int(m["step"])] = parts
+                last_val = int(m["step"])
+        elif (m := BEST_LINE.search(line)) and last_val is not None:
+            log.best[last_val] = float(m["psnr"])
     if not log.train:
         raise ValueError(f"{log.path}: no training lines ('| step N | epoch ...') found; is this a train.log?")
     return log
@@ -86,6 +98,7 @@ def chain_logs(stages: Sequence[TrainingLog]) -> TrainingLog:
     for stage in stages:
         chained.train.update({offset + step: values for step, values in stage.train.items()})
         chained.val.update({offset + step: by_qf for step, by_qf in stage.val.items()})
+        chained.best.update({offset + step: psnr for step, psnr in stage.best.items()})
         offset += stage.last_step
     return chained
 
@@ -148,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.chain and complete:
         logs = [chain_logs(logs)]
     for log in logs:
-        best = max(log.mean_val_psnr().items(), key=lambda kv: kv[1], default=None)
+        best = log.best_step()
         best_text = f"best validation PSNR {best[1]:.3f} dB at iteration {best[0]}" if best else "no validation"
         print(f"{log.name}: {log.last_step} iterations, {log.hours():.2f} h of training, {best_text}")
     if args.plot and logs:

@@ -97,6 +97,11 @@ def load_train_options(path: str | None, overrides: Sequence[str] = ()) -> dict[
             raise OptionError(f"{path}: option 'netG.{key}' is {opt['netG'][key]} but n_channels is {n}")
     if opt["train"]["total_iter"] <= 0:
         raise OptionError(f"{path}: option 'train.total_iter' must be positive")
+    pretrained = opt["path"]["pretrained_netG"]
+    states = Path(opt["path"]["root"]) / opt["task"] / "training_states"
+    resuming = opt["path"]["resume_state"] or (opt["path"]["auto_resume"] and any(states.glob("*.state")))
+    if pretrained and not resuming and not Path(pretrained).is_file():
+        raise OptionError(f"{path}: option 'path.pretrained_netG': checkpoint file {pretrained!r} does not exist")
     return opt
 
 

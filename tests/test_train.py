@@ -201,9 +201,17 @@ def test_shipped_option_files_are_valid(datasets: Path) -> None:
     assert len(files) >= 6
     here = str(datasets / "trainsets" / "Kodak5")
     for path in files:
-        opt = main_train_fbcnn.load_train_options(str(path), [f"datasets.train.dataroot_H={here}"])
+        overrides = [f"datasets.train.dataroot_H={here}"]
+        if "pretrained_netG" in path.read_text():  # stage-2 files start from a stage-1 run's weights
+            overrides.append(f"path.pretrained_netG={ROOT / 'model_zoo' / 'fbcnn_gray_small.pth'}")
+        opt = main_train_fbcnn.load_train_options(str(path), overrides)
         assert opt["netG"]["in_nc"] == opt["n_channels"], path.name
         assert opt["datasets"]["train"]["n_channels"] == opt["n_channels"], path.name
+    with pytest.raises(OptionError, match="path.pretrained_netG.*does not exist"):
+        main_train_fbcnn.load_train_options(
+            str(ROOT / "options" / "train_fbcnn_gray_small_ft.json"),
+            [f"datasets.train.dataroot_H={here}", "path.pretrained_netG=missing.pth", "path.root=/nonexistent"],
+        )
     paper = main_train_fbcnn.load_train_options(
         str(ROOT / "options" / "train_fbcnn_color.json"), [f"datasets.train.dataroot_H={here}"]
     )

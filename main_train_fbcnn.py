@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from data.dataset_jpeg import TRAIN_DATASET_DEFAULTS, DatasetError, DatasetJPEG, worker_init_fn
 from data.degradations import jpeg
 from models.model_fbcnn import TRAIN_DEFAULTS, ModelFBCNN, loss_is_finite
+from models.network_fbcnn import controller_live_units
 from utils.utils_dist import DistInfo, barrier, cleanup, init_dist, reduce_mean
 from utils.utils_eval import restore, score
 from utils.utils_image import imread_uint, list_images, uint2tensor4
@@ -48,6 +49,9 @@ NET_DEFAULTS: dict[str, Any] = {
     "init_type": "orthogonal",  # default | orthogonal | kaiming_normal (the official code: orthogonal, 0.2)
     "init_gain": 0.2,
 }
+
+CONTROL_QFS = (10, 90)  # validation compares the output at these set QFs (flexible-control response)
+CONTROL_WEAK_DELTA = 0.1  # uint8 levels: a smaller mean change between them is logged as a weak control
 
 VAL_DEFAULTS: dict[str, Any] = {
     "name": "val",
@@ -136,7 +140,12 @@ class Validator:
         self.inputs = {(name, qf): jpeg(gt, qf) for name, gt in self.gts.items() for qf in self.qfs}
 
     def __call__(self, model: torch.nn.Module) -> tuple[dict[str, float], list[np.ndarray]]:
-        """Mean metrics per QF (keys like 'psnr_qf10', 'qf_mae_qf10', 'psnr') and one (L, E, H) triplet."""
+        """Mean metrics per QF (keys like 'psnr_qf10', 'qf_mae_qf10', 'psnr') and one (L, E, H) triplet.
+
+        For FBCNN also the flexible-control response: ``control_delta``, the mean absolute change
+        (uint8 levels) of the output between set QF 10 and set QF 90 on the inputs at the lowest
+        validation QF, and ``control_live`` / ``control_units``, the live units of the QF embedding.
+        """
         results: dict[str, float] = {}
         triplet: list[np.ndarray] = []
         for qf in self.qfs:
@@ -153,7 +162,21 @@ class Validator:
                 results[f"{key}_qf{qf}"] = float(np.mean([r[key] for r in rows]))
         for key in ("psnr", "ssim", "psnrb", "qf_mae"):
             results[key] = float(np.mean([results[f"{key}_qf{qf}"] for qf in self.qfs]))
+        if hasattr(model, "qf_embed"):
+            results.update(self.control_response(model))
         return results, triplet
+
+    def control_response(self, model: torch.nn.Module) -> dict[str, float]:
+        """How much the flexible control moves the output: see ``__call__``."""
+        qf = min(self.qfs)
+        deltas = []
+        for name in self.gts:
+            low = self.inputs[(name, qf)]
+            at_10, _ = restore(model, low, qf=CONTROL_QFS[0])
+            at_90, _ = restore(model, low, qf=CONTROL_QFS[1])
+            deltas.append(np.abs(at_10.astype(np.float64) - at_90).mean())
+        live, units = controller_live_units(model)
+        return {"control_delta": float(np.mean(deltas)), "control_live": float(live), "control_units": float(units)}
 
 
 def _numbered(folder: Path, suffix: str) -> list[tuple[int, Path]]:
@@ -320,6 +343,8 @@ class Trainer:
                 for qf in self.validator.qfs
             ]
             self.log.info(f"validation step {step} | PSNR/SSIM/PSNR-B | " + " | ".join(parts))
+            if "control_delta" in metrics:
+                self._log_control(step, metrics)
             for key, value in metrics.items():
                 self.tb.add_scalar(f"val/{key}", value, step)
             crops = [uint2tensor4(img[:256, :256])[0] for img in triplet]
@@ -331,6 +356,24 @@ class Trainer:
                 (self.models_dir / "best_G.json").write_text(json.dumps({"step": step, **metrics}, indent=2))
                 self.log.info(f"new best validation PSNR {self.best_psnr:.3f} dB -> {self.models_dir / 'best_G.pth'}")
         barrier()
+
+    def _log_control(self, step: int, metrics: dict[str, float]) -> None:
+        delta, live, units = metrics["control_delta"], int(metrics["control_live"]), int(metrics["control_units"])
+        self.log.info(
+            f"flexible control step {step} | set QF {CONTROL_QFS[0]} vs {CONTROL_QFS[1]}: mean change {delta:.3f} "
+            f"levels | live QF-embedding units {live}/{units}"
+        )
+        if live == 0:
+            self.log.warning(
+                f"FLEXIBLE CONTROL DEAD at step {step}: no unit of qf_embed's last ReLU is active for any QF, so "
+                "qf_input cannot change the output and gradients cannot revive it. Restart from an earlier "
+                "checkpoint or re-initialise the controller (see models/model_fbcnn.init_weights)"
+            )
+        elif delta < CONTROL_WEAK_DELTA:
+            self.log.warning(
+                f"flexible control weak at step {step}: set QF {CONTROL_QFS[0]} vs {CONTROL_QFS[1]} changes the "
+                f"output by {delta:.3f} levels on average (< {CONTROL_WEAK_DELTA}); {live}/{units} units live"
+            )
 
     def save(self, step: int) -> None:
         if self.dist.is_main:

@@ -5,13 +5,19 @@ the options (``TRAIN_DATASET_DEFAULTS``) decide. A sample is made in this order:
 
 1. the image: sample ``i`` of epoch ``e`` uses image ``(i + e * len(dataset)) % n_images``,
    so every image is used equally often over the epochs;
-2. a random crop of ``H_size`` (``H_size + 8`` for a double-JPEG sample), then one of the 8
-   flips/rotations (``augment``);
+2. a random crop of ``H_size`` plus margins (8 for a double-JPEG sample, ``grid_recrop_max_offset``
+   when ``grid_recrop_prob > 0``), then one of the 8 flips/rotations (``augment``);
 3. single JPEG: ``L = jpeg(patch, qf1)``, ``H = patch``, label ``(100 - qf1) / 100``;
    double JPEG: ``L, H = double_jpeg(patch, qf1, qf2, shift)`` (the shift drops the first
-   ``i`` rows and ``j`` columns, ``i, j`` uniform in 0..7), then the top-left ``H_size`` square
-   of both, so the *last* JPEG grid is aligned with the patch as in a real decoded file; the
-   label is NaN (the QF of a double JPEG is undefined; the trainer masks it).
+   ``i`` rows and ``j`` columns, ``i, j`` uniform in 0..7), so the first JPEG grid is not aligned
+   with the second; the label is NaN (the QF of a double JPEG is undefined; the trainer masks it);
+4. the grid-phase re-crop: with probability ``grid_recrop_prob`` the ``H_size`` square of both
+   starts at a random offset ``(dy, dx)``, each uniform on ``0..grid_recrop_max_offset``; otherwise
+   at the top left. As in the official loaders (crop ``H_size + 8``, compress, re-crop half of the
+   samples at an offset in 0..8), the last JPEG's 8x8 grid then lies anywhere in the patch, as in a
+   real JPEG that was cropped after compression. The sample's ``grid_phase`` ``(-dy % 8, -dx % 8)``
+   is the number of rows / columns to drop so that the last grid starts at the origin (the
+   ``shift_crop`` convention of ``utils.dominant_qf``).
 
 All randomness of sample ``i`` comes from ``np.random.default_rng([seed, epoch, i])``: a
 sample does not depend on the number of DataLoader workers or on their order.
@@ -55,6 +61,9 @@ TRAIN_DATASET_DEFAULTS: dict[str, Any] = {
     "qf_choices": [10, 20, 30, 40, 50, 60],  # QF distribution: with prob qf_choice_prob one of these,
     "qf_choice_prob": 0.75,
     "qf_uniform_range": [8, 96],  # else uniform on this inclusive range
+    "qf2_choice_prob": None,  # double JPEG, second QF: qf_choice_prob for it (null = the same as the first)
+    "grid_recrop_prob": 0.5,  # fraction of patches re-cropped after JPEG, so the 8x8 grid is off the origin
+    "grid_recrop_max_offset": 8,  # re-crop offset uniform on 0..this, rows and columns (official: 8)
     "gray_cv2_prob": 0.0,  # gray only: fraction of samples whose gray is OpenCV's RGB2GRAY instead of Y
     "cache": "memory",  # "memory": decode every image once at start-up; "none": decode per sample
     "samples_per_epoch": 8000,  # dataset length (patches per epoch); 0 = one patch per image
@@ -124,7 +133,9 @@ class DatasetJPEG(Dataset):
     is a dict: ``L`` (JPEG input) and ``H`` (ground truth), float32 ``[C, H_size, H_size]`` in [0, 1];
     ``qf_label`` float32 ``[1]`` = (100 - QF) / 100, NaN for double JPEG; ``qf1``, ``qf2`` (-1 for
     single), ``shift`` ``[2]`` (rows, columns; (0, 0) for single), ``crop`` ``[2]`` (top, left of the
-    crop in the image), ``aug`` (``augment`` mode), ``gray_cv2`` (bool) as int tensors; ``path``.
+    crop in the image), ``aug`` (``augment`` mode), ``recrop`` ``[2]`` (re-crop offset, rows and
+    columns), ``grid_phase`` ``[2]`` (rows, columns to drop to align the last JPEG grid), ``gray_cv2``
+    (bool) as int tensors; ``path``.
     """
 
     def __init__(self, opt: dict[str, Any]) -> None:
@@ -136,7 +147,8 @@ class DatasetJPEG(Dataset):
         self.H_size = o["H_size"]
         self.n_channels = o["n_channels"]
         self.epoch = 0
-        self.min_size = self.H_size + (DOUBLE_MARGIN if o["double_jpeg_prob"] > 0 else 0)
+        self.recrop_margin = o["grid_recrop_max_offset"] if o["grid_recrop_prob"] > 0 else 0
+        self.min_size = self.H_size + (DOUBLE_MARGIN if o["double_jpeg_prob"] > 0 else 0) + self.recrop_margin
         # Decoded forms of each image: RGB, or Y (+ OpenCV gray when gray_cv2_prob > 0).
         if self.n_channels == 3:
             self.variants = ("rgb",)
@@ -166,18 +178,23 @@ class DatasetJPEG(Dataset):
             self._fail("H_size", f"must be a positive multiple of 8 (FBCNN downsamples 3 times), got {o['H_size']}")
         if o["n_channels"] not in (1, 3):
             self._fail("n_channels", f"must be 1 (gray) or 3 (RGB), got {o['n_channels']}")
-        for key in ("double_jpeg_prob", "qf_choice_prob", "gray_cv2_prob"):
-            if not 0.0 <= o[key] <= 1.0:
+        if o["qf2_choice_prob"] is None:
+            o["qf2_choice_prob"] = o["qf_choice_prob"]
+        for key in ("double_jpeg_prob", "qf_choice_prob", "qf2_choice_prob", "gray_cv2_prob", "grid_recrop_prob"):
+            if not isinstance(o[key], (int, float)) or isinstance(o[key], bool) or not 0.0 <= o[key] <= 1.0:
                 self._fail(key, f"must be a probability in [0, 1], got {o[key]}")
         if o["gray_cv2_prob"] > 0 and o["n_channels"] != 1:
             self._fail("gray_cv2_prob", "applies to gray data only (n_channels 1)")
+        offset = o["grid_recrop_max_offset"]
+        if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= 64:
+            self._fail("grid_recrop_max_offset", f"must be an integer number of pixels in 0..64, got {offset!r}")
         choices = o["qf_choices"]
-        if o["qf_choice_prob"] > 0 and (
+        if max(o["qf_choice_prob"], o["qf2_choice_prob"]) > 0 and (
             not choices or not all(isinstance(q, int) and not isinstance(q, bool) and 1 <= q <= 100 for q in choices)
         ):
             self._fail("qf_choices", f"must be a non-empty list of integer QFs in 1..100, got {choices}")
         lo_hi = o["qf_uniform_range"]
-        if o["qf_choice_prob"] < 1 and not (
+        if min(o["qf_choice_prob"], o["qf2_choice_prob"]) < 1 and not (
             len(lo_hi) == 2 and all(isinstance(q, int) for q in lo_hi) and 1 <= lo_hi[0] <= lo_hi[1] <= 100
         ):
             self._fail("qf_uniform_range", f"must be [low, high] integers with 1 <= low <= high <= 100, got {lo_hi}")
@@ -271,11 +288,18 @@ class DatasetJPEG(Dataset):
         image = (index + self.epoch * self.length) % len(self.paths)
         double = bool(rng.random() < o["double_jpeg_prob"])
         gray_cv2 = bool(rng.random() < o["gray_cv2_prob"])
-        qfs = [draw_qf(rng, o["qf_choices"], o["qf_choice_prob"], o["qf_uniform_range"]) for _ in range(2)]
+        qfs = [
+            draw_qf(rng, o["qf_choices"], o[key], o["qf_uniform_range"])
+            for key in ("qf_choice_prob", "qf2_choice_prob")
+        ]
         shift = (int(rng.integers(8)), int(rng.integers(8))) if double else (0, 0)
-        size = self.H_size + (DOUBLE_MARGIN if double else 0)
+        size = self.H_size + (DOUBLE_MARGIN if double else 0) + self.recrop_margin
         h, w = self.shapes[image]
         crop = (int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1)))
+        aug = int(rng.integers(8))
+        recrop = (0, 0)
+        if self.recrop_margin and rng.random() < o["grid_recrop_prob"]:
+            recrop = (int(rng.integers(self.recrop_margin + 1)), int(rng.integers(self.recrop_margin + 1)))
         return {
             "image": image,
             "double": double,
@@ -285,7 +309,9 @@ class DatasetJPEG(Dataset):
             "shift": shift,
             "crop": crop,
             "size": size,
-            "aug": int(rng.integers(8)),
+            "aug": aug,
+            "recrop": recrop,
+            "grid_phase": (-recrop[0] % 8, -recrop[1] % 8),
         }
 
     def source_patch(self, params: dict[str, Any]) -> np.ndarray:
@@ -303,11 +329,12 @@ class DatasetJPEG(Dataset):
         s = self.H_size
         if p["double"]:
             img_l, img_h = double_jpeg(patch, p["qf1"], p["qf2"], p["shift"])
-            img_l, img_h = img_l[:s, :s], img_h[:s, :s]
             label = math.nan
         else:
             img_l, img_h = jpeg(patch, p["qf1"]), patch
             label = qf_to_label(p["qf1"])
+        dy, dx = p["recrop"]
+        img_l, img_h = img_l[dy : dy + s, dx : dx + s], img_h[dy : dy + s, dx : dx + s]
         return {
             "L": uint2tensor4(img_l)[0],
             "H": uint2tensor4(img_h)[0],
@@ -317,6 +344,8 @@ class DatasetJPEG(Dataset):
             "shift": torch.tensor(p["shift"]),
             "crop": torch.tensor(p["crop"]),
             "aug": torch.tensor(p["aug"]),
+            "recrop": torch.tensor(p["recrop"]),
+            "grid_phase": torch.tensor(p["grid_phase"]),
             "gray_cv2": torch.tensor(int(p["gray_cv2"])),
             "path": str(self.paths[p["image"]]),
         }

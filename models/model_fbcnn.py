@@ -48,24 +48,43 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "checkpoint_save": 5000,  # save weights and training state every N iterations
     "checkpoint_test": 5000,  # validate every N iterations
     "keep_last": 3,  # number of saved checkpoints/states kept
+    "save_half": False,  # store the saved weights (*_G.pth, best_G.pth) in float16: half the size
 }
 
 
+def init_controller(net: nn.Module) -> None:
+    """Initialise FBCNN's QF embedding (``qf_embed``) so that it depends on the QF from the start.
+
+    Weights He-uniform for ReLU (variance kept through the three layers), biases uniform in
+    +-1/sqrt(fan_in) (PyTorch's default). The official orthogonal init with gain 0.2 and zero
+    biases starts this 1-input MLP with outputs near 1e-4, 200 times less QF-dependent; Adam then
+    moves every bias by about the learning rate per step whatever its tiny gradient, the biases
+    drift below zero and the ReLU units die for good. Our v1 colour model ended with 0 of 128
+    live units at the last ReLU, and ``qf_input`` changed nothing (see ``controller_live_units``).
+    """
+    for module in getattr(net, "qf_embed", ()):
+        if isinstance(module, nn.Linear):
+            module.reset_parameters()
+            nn.init.kaiming_uniform_(module.weight, nonlinearity="relu")
+
+
 def init_weights(net: nn.Module, init_type: str = "orthogonal", gain: float = 0.2) -> None:
-    """Initialise conv and linear weights (biases to zero); 'default' keeps PyTorch's init."""
-    if init_type == "default":
-        return
-    for module in net.modules():
+    """Initialise conv and linear weights (biases to zero); 'default' keeps PyTorch's init.
+
+    FBCNN's QF embedding always gets ``init_controller`` instead, whatever ``init_type`` says.
+    """
+    if init_type not in ("default", "orthogonal", "kaiming_normal"):
+        raise ValueError(f"train.init_type {init_type!r} must be default, orthogonal or kaiming_normal")
+    for module in net.modules() if init_type != "default" else ():
         if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             if init_type == "orthogonal":
                 nn.init.orthogonal_(module.weight, gain=gain)
-            elif init_type == "kaiming_normal":
+            else:
                 nn.init.kaiming_normal_(module.weight, a=0, mode="fan_in")
                 module.weight.data.mul_(gain)
-            else:
-                raise ValueError(f"train.init_type {init_type!r} must be default, orthogonal or kaiming_normal")
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
+    init_controller(net)
 
 
 def image_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
@@ -181,8 +200,10 @@ class ModelFBCNN:
         return self.ema if self.ema is not None else self.net
 
     # ------------------------------------------------------------------ checkpoints
-    def save_network(self, path: str | os.PathLike, half: bool = False) -> Path:
-        """Write the (EMA if on) weights as a plain state_dict in the official layout."""
+    def save_network(self, path: str | os.PathLike, half: bool | None = None) -> Path:
+        """Write the (EMA if on) weights as a plain state_dict in the official layout (fp16 if ``half``,
+        default ``train.save_half``)."""
+        half = self.opt["save_half"] if half is None else half
         return write_state_dict(self.eval_net().state_dict(), path, half=half)
 
     def training_state(self) -> dict[str, Any]:

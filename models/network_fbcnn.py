@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FBCNN", "ResBlock", "QFAttention"]
+__all__ = ["FBCNN", "ResBlock", "QFAttention", "controller_live_units"]
 
 
 def _conv3x3(in_ch: int, out_ch: int) -> nn.Conv2d:
@@ -210,3 +210,16 @@ class FBCNN(nn.Module):
         for block in stage[1:]:
             x = block(x, gamma, beta)
         return x
+
+
+@torch.no_grad()
+def controller_live_units(model: FBCNN, steps: int = 101) -> tuple[int, int]:
+    """``(live, total)`` units of the QF embedding's last ReLU that are active for some QF.
+
+    The embedding is evaluated at ``steps`` values of (100 - QF) / 100 evenly spaced in [0, 1].
+    ``live == 0`` means the flexible control is dead: ``qf_input`` cannot change the output.
+    """
+    layer = model.qf_embed[0]
+    q = torch.linspace(0.0, 1.0, steps, device=layer.weight.device, dtype=layer.weight.dtype)[:, None]
+    embedding = model.qf_embed(q)
+    return int((embedding > 0).any(dim=0).sum()), int(embedding.shape[1])

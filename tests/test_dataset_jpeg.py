@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from data.dataset_jpeg import DatasetError, DatasetJPEG, augment, draw_qf, worker_init_fn
 from data.degradations import jpeg, shift_crop
+from tests.conftest import ROOT
 from utils.utils_image import imread_uint, imsave, rgb2ycbcr, tensor2uint
 from utils.utils_option import OptionError
 
@@ -64,10 +65,11 @@ def test_double_jpeg_pair_recomputed_from_recorded_parameters(train_dir: Path) -
         q1, q2 = int(s["qf1"]), int(s["qf2"])
         dy, dx = (int(v) for v in s["shift"])
         shifts.add((dy, dx))
+        ry, rx = (int(v) for v in s["recrop"])
         assert 0 <= dy < 8 and 0 <= dx < 8 and q2 != -1
-        src = source_crop(s, H_SIZE + 8)
-        expected_l = jpeg(shift_crop(jpeg(src, q1), (dy, dx)), q2)[:H_SIZE, :H_SIZE]
-        expected_h = src[dy : dy + H_SIZE, dx : dx + H_SIZE]
+        src = source_crop(s, H_SIZE + 8 + 8)  # margins: the shift and the grid-phase re-crop
+        expected_l = jpeg(shift_crop(jpeg(src, q1), (dy, dx)), q2)[ry : ry + H_SIZE, rx : rx + H_SIZE]
+        expected_h = src[dy + ry : dy + ry + H_SIZE, dx + rx : dx + rx + H_SIZE]
         assert s["L"].dtype == torch.float32 and s["L"].shape == (3, H_SIZE, H_SIZE)
         assert np.array_equal(to_uint(s["H"]), expected_h)
         assert np.array_equal(to_uint(s["L"]), expected_l)
@@ -89,9 +91,10 @@ def test_labels_nan_exactly_for_double_and_single_pairs(train_dir: Path) -> None
             q = int(s["qf1"])
             assert float(s["qf_label"]) == pytest.approx((100 - q) / 100, abs=1e-6)
             assert s["shift"].tolist() == [0, 0]
-            src = source_crop(s, H_SIZE)
-            assert np.array_equal(to_uint(s["H"]), src)
-            assert np.array_equal(to_uint(s["L"]), jpeg(src, q))
+            ry, rx = (int(v) for v in s["recrop"])
+            src = source_crop(s, H_SIZE + 8)
+            assert np.array_equal(to_uint(s["H"]), src[ry : ry + H_SIZE, rx : rx + H_SIZE])
+            assert np.array_equal(to_uint(s["L"]), jpeg(src, q)[ry : ry + H_SIZE, rx : rx + H_SIZE])
     assert kinds[True] >= 5 and kinds[False] >= 5
 
 
@@ -127,9 +130,85 @@ def test_qf_histogram_matches_the_configured_distribution(train_dir: Path) -> No
     assert abs(double_rate - 0.5) < 4 * math.sqrt(0.25 / len(draws))
 
 
+def chi2_fits(sample: list, expected: dict) -> bool:
+    """Whether ``sample`` fits the probabilities ``expected`` (value -> probability) at a 1-in-2000 false alarm."""
+    counts = Counter(sample)
+    if not set(counts) <= set(expected):
+        return False
+    n = len(sample)
+    chi2 = sum((counts[v] - n * p) ** 2 / (n * p) for v, p in expected.items())
+    return chi2 < chi2_critical(len(expected) - 1)
+
+
+def test_grid_phase_of_pairs_is_spread_as_configured(train_dir: Path) -> None:
+    # Re-crop offsets: (0, 0) without re-crop, else each coordinate uniform on 0..max_offset.
+    for prob, max_offset in ((0.5, 8), (0.8, 5)):
+        ds = make(train_dir, grid_recrop_prob=prob, grid_recrop_max_offset=max_offset, samples_per_epoch=4000)
+        draws = [ds.draw(i) for i in range(len(ds))]
+        side = max_offset + 1
+        expected = {(i, j): prob / side**2 for i in range(side) for j in range(side)}
+        expected[(0, 0)] += 1 - prob
+        assert chi2_fits([d["recrop"] for d in draws], expected)
+        # The grid phase is the re-crop offset folded onto the 8x8 grid.
+        phases = Counter(d["grid_phase"] for d in draws)
+        assert all(d["grid_phase"] == (-d["recrop"][0] % 8, -d["recrop"][1] % 8) for d in draws)
+        assert len(phases) == min(side, 8) ** 2
+    ds = make(train_dir, grid_recrop_prob=0, samples_per_epoch=200)
+    assert {ds.draw(i)["recrop"] for i in range(len(ds))} == {(0, 0)}
+    assert ds.min_size == H_SIZE
+
+
+def test_grid_phase_is_where_the_jpeg_grid_is(train_dir: Path) -> None:
+    """Independent of the bookkeeping: the 8x8 grid found in the pixels is the recorded phase (gray, where JPEG
+    has one 8x8 grid; colour 4:2:0 chroma adds a 16x16 one that blurs this simple search)."""
+    ds = make(train_dir, n_channels=1, grid_recrop_prob=1.0, qf_choices=[10], qf_choice_prob=1.0, samples_per_epoch=40)
+    checked = 0
+    for i in range(len(ds)):
+        s = ds[i]
+        low = to_uint(s["L"])
+        # A JPEG is nearly a fixed point of JPEG at its own QF on its own grid only.
+        errors = {
+            (a, b): np.mean((shift_crop(low, (a, b)).astype(float) - jpeg(shift_crop(low, (a, b)), 10)) ** 2)
+            for a in range(8)
+            for b in range(8)
+        }
+        assert min(errors, key=errors.get) == tuple(s["grid_phase"].tolist())
+        checked += tuple(s["grid_phase"].tolist()) != (0, 0)
+    assert checked >= 20
+
+
+def test_fbcnn_a_gray_option_file_follows_the_official_double_loader(datasets: Path) -> None:
+    """QF distributions of options/train_fbcnn_gray_double.json against the official dataset_jpeggraydouble.py:
+    first QF 25 % uniform on 5..95, else one of 10..70; second QF 50/50 of the same two; half the samples double,
+    a quarter of the gray conversions OpenCV's, the grid-phase re-crop on half the samples."""
+    from main_train_fbcnn import load_train_options
+
+    kodak = datasets / "trainsets" / "Kodak5"
+    opt = load_train_options(
+        str(ROOT / "options" / "train_fbcnn_gray_double.json"), [f"datasets.train.dataroot_H={kodak}"]
+    )
+    ds = DatasetJPEG({**opt["datasets"]["train"], "samples_per_epoch": 6000})
+    draws = [ds.draw(i) for i in range(len(ds))]
+
+    def official(p_uniform: float) -> dict[int, float]:
+        probs = {q: p_uniform / 91 for q in range(5, 96)}
+        for q in range(10, 71, 10):
+            probs[q] += (1 - p_uniform) / 7
+        return probs
+
+    assert chi2_fits([d["qf1"] for d in draws], official(0.25))
+    assert chi2_fits([d["qf2"] for d in draws if d["double"]], official(0.5))
+    n = len(draws)
+    for key, p in (("double", 0.5), ("gray_cv2", 0.25)):
+        assert abs(np.mean([d[key] for d in draws]) - p) < 4 * math.sqrt(p * (1 - p) / n), key
+    recropped = np.mean([d["recrop"] != (0, 0) for d in draws])
+    assert abs(recropped - 0.5 * (1 - 1 / 81)) < 4 * math.sqrt(0.25 / n)
+    assert ds.opt["grid_recrop_max_offset"] == 8 and ds.min_size == ds.H_size + 16
+
+
 def assert_same(a: dict, b: dict) -> None:
     assert a["path"] == b["path"]
-    for key in ("L", "H", "qf1", "qf2", "shift", "crop", "aug"):
+    for key in ("L", "H", "qf1", "qf2", "shift", "crop", "aug", "recrop", "grid_phase"):
         assert torch.equal(a[key], b[key]), key
 
 
@@ -172,12 +251,12 @@ def test_every_image_used_equally(train_dir: Path) -> None:
 
 
 def test_gray_is_the_y_channel_or_opencv_gray(train_dir: Path, tmp_path: Path) -> None:
-    s = make(train_dir, n_channels=1)[0]
+    s = make(train_dir, n_channels=1, grid_recrop_prob=0)[0]
     assert s["H"].shape == (1, H_SIZE, H_SIZE)
     rgb_crop = source_crop(s, H_SIZE, n_channels=3)
     assert np.array_equal(to_uint(s["H"])[:, :, 0], rgb2ycbcr(rgb_crop, only_y=True))
 
-    s = make(train_dir, n_channels=1, gray_cv2_prob=1.0)[0]
+    s = make(train_dir, n_channels=1, gray_cv2_prob=1.0, grid_recrop_prob=0)[0]
     assert int(s["gray_cv2"]) == 1
     rgb_crop = source_crop(s, H_SIZE, n_channels=3)
     assert np.array_equal(to_uint(s["H"])[:, :, 0], cv2.cvtColor(rgb_crop, cv2.COLOR_RGB2GRAY))
@@ -187,7 +266,7 @@ def test_gray_is_the_y_channel_or_opencv_gray(train_dir: Path, tmp_path: Path) -
     gray = cv2.cvtColor(src, cv2.COLOR_RGB2GRAY)[:, :, None]
     imsave(gray, gray_dir / "g.png")
     for prob in (0.0, 1.0):
-        s = make(gray_dir, n_channels=1, gray_cv2_prob=prob)[0]
+        s = make(gray_dir, n_channels=1, gray_cv2_prob=prob, grid_recrop_prob=0)[0]
         top, left = (int(v) for v in s["crop"])
         expected = augment(gray[top : top + H_SIZE, left : left + H_SIZE], int(s["aug"]))
         assert np.array_equal(to_uint(s["H"]), expected)
@@ -224,6 +303,12 @@ def test_option_errors_name_the_key(train_dir: Path, tmp_path: Path) -> None:
         make(train_dir, cache="disk")
     with pytest.raises(OptionError, match=r"datasets\.train\.qf_uniform_range"):
         make(train_dir, qf_uniform_range=[50, 20])
+    with pytest.raises(OptionError, match=r"datasets\.train\.grid_recrop_prob"):
+        make(train_dir, grid_recrop_prob=1.5)
+    with pytest.raises(OptionError, match=r"datasets\.train\.grid_recrop_max_offset"):
+        make(train_dir, grid_recrop_max_offset=-1)
+    with pytest.raises(OptionError, match=r"datasets\.train\.qf2_choice_prob"):
+        make(train_dir, qf2_choice_prob=2)
     with pytest.raises(OptionError, match="did you mean"):
         make(train_dir, H_sise=64)
 

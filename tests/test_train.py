@@ -76,7 +76,18 @@ def test_validation_in_log_and_tensorboard(trained: Path) -> None:
     events = EventAccumulator(str(trained / "tensorboard"))
     events.Reload()
     scalars = events.Tags()["scalars"]
-    assert {"val/psnr_qf10", "val/psnrb_qf30", "val/qf_mae", "train/loss", "train/lr"} <= set(scalars)
+    assert {"val/psnr_qf10", "val/psnrb_qf30", "val/qf_mae", "train/loss", "train/lr", "val/control_delta"} <= set(
+        scalars
+    )
+    control = re.findall(
+        r"flexible control step (\d+) \| set QF 10 vs 90: mean change ([0-9.]+) levels \| "
+        r"live QF-embedding units (\d+)/32",
+        log,
+    )
+    assert [int(c[0]) for c in control] == [20, 40]
+    assert all(int(c[2]) > 0 for c in control) and "FLEXIBLE CONTROL DEAD" not in log
+    tb_delta = [e.value for e in events.Scalars("val/control_delta")]
+    assert tb_delta == pytest.approx([float(c[1]) for c in control], abs=1e-3)
     assert [e.step for e in events.Scalars("val/psnr")] == [20, 40]
     assert events.Tags()["images"]
     best = json.loads((trained / "models" / "best_G.json").read_text())
@@ -118,6 +129,22 @@ def test_training_log_parser_agrees_with_tensorboard(trained: Path, tmp_path: Pa
     (tmp_path / "empty.log").write_text("not a training log\n")
     with pytest.raises(ValueError, match="empty.log"):
         parse_train_log(tmp_path / "empty.log")
+
+
+def test_dead_controller_is_reported_loudly(tmp_path: Path, datasets: Path) -> None:
+    """A controller whose last ReLU is dead for every QF (as our v1 colour model's was) is named in the log."""
+    from models import write_state_dict
+    from tests.conftest import make_tiny_fbcnn
+
+    net = make_tiny_fbcnn(1)
+    with torch.no_grad():
+        net.qf_embed[4].weight.zero_()
+        net.qf_embed[4].bias.fill_(-1.0)
+    dead = write_state_dict(net.state_dict(), tmp_path / "dead.pth")
+    assert _run(tmp_path, f"path.pretrained_netG={dead}", "train.total_iter=20") == 0
+    log = (tmp_path / "fbcnn_gray_tiny" / "train.log").read_text()
+    assert "FLEXIBLE CONTROL DEAD at step 20: no unit of qf_embed's last ReLU" in log
+    assert "mean change 0.000 levels | live QF-embedding units 0/32" in log
 
 
 def test_masked_qf_loss_ignores_nan_labels() -> None:

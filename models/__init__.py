@@ -7,6 +7,7 @@ checkpoint: official FBCNN files, ours, `.pth` or `.safetensors`.
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -16,7 +17,19 @@ from models.checkpoint import CheckpointError, read_state_dict, write_state_dict
 from models.network_fbcnn import FBCNN
 from models.select_network import NETWORKS, define_G, detect_network
 
-ZOO_DIR = Path(__file__).resolve().parents[1] / "model_zoo"
+
+def _zoo_dir() -> Path:
+    """The folder of the bundled models: the ``model_zoo`` package data (checkout, editable install or wheel).
+
+    Falls back to ``model_zoo/`` beside the ``models`` folder when ``model_zoo`` is not importable.
+    """
+    try:
+        return Path(str(resources.files("model_zoo")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[1] / "model_zoo"
+
+
+ZOO_DIR = _zoo_dir()
 # The small models we train and ship; the default of every script (see model_zoo/README.md).
 ZOO_MODELS = {1: ZOO_DIR / "fbcnn_gray_small.pth", 3: ZOO_DIR / "fbcnn_color_small.pth"}
 

@@ -24,6 +24,7 @@ import math
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,8 @@ from models.checkpoint import atomic_write
 
 METRICS = ("psnr", "ssim", "psnrb")
 METRIC_TITLES = {"psnr": "PSNR (dB)", "ssim": "SSIM", "psnrb": "PSNR-B (dB)"}
-PAPER_DIR = Path(__file__).resolve().with_name("paper_results")
+# Package data (shipped in the wheel): found through importlib.resources, from a checkout or an install.
+PAPER_DIR = Path(str(resources.files("utils").joinpath("paper_results")))
 PAPER_FILES = {1: "table1_gray_single.csv", 2: "table2_color_single.csv", 3: "table3_gray_double.csv"}
 TABLE_TITLES = {
     1: "Table 1: grayscale (Y channel) single JPEG",

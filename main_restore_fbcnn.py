@@ -37,6 +37,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from models import ZOO_MODELS, CheckpointError, load_model
 from models.checkpoint import atomic_write
+from utils.grid_align import estimate_grid_phase, restore_grid_aligned
 from utils.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, bf16_supported, prepare_model, restore_tiled
 from utils.utils_eval import model_channels, pick_device
 from utils.utils_image import IMG_EXTENSIONS, ImageReadError, list_images, rgb2ycbcr, ycbcr2rgb
@@ -258,16 +259,23 @@ def restore_file(
         log.warning("%s: %s", src, note)
     qf, how = choose_qf(args.qf_mode, args.qf, img.pixels, str(src))
     x, ycbcr = to_model_channels(img.pixels, model_channels(model))
-    restored, qf_used = restore_tiled(
-        model,
-        x,
-        qf,
-        tile=args.tile or None,
-        overlap=args.tile_overlap,
-        bf16=bf16,
-        channels_last=args.channels_last,
-        progress=True,
-    )
+    phase = estimate_grid_phase(img.pixels).phase if args.grid_align else None
+    if phase not in (None, (0, 0)):
+        log.info("%s: JPEG grid at phase %s: padded to put it at the origin", src, phase)
+
+    def run(pixels: np.ndarray) -> tuple[np.ndarray, float | None]:
+        return restore_tiled(
+            model,
+            pixels,
+            qf,
+            tile=args.tile or None,
+            overlap=args.tile_overlap,
+            bf16=bf16,
+            channels_last=args.channels_last,
+            progress=True,
+        )
+
+    restored, qf_used = restore_grid_aligned(run, x, phase)
     pixels = from_model_channels(restored, img.pixels.shape[2], ycbcr)
     for note in write_image(dst, pixels, img.alpha, fmt, args.quality, img.icc_profile):
         log.warning("%s: %s", dst, note)
@@ -338,6 +346,13 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="channels_last memory format (default: on; faster with bf16)",
+    )
+    parser.add_argument(
+        "--grid-align",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="find the JPEG 8x8 grid (cropped JPEGs have it anywhere) and pad the image so that it starts at the "
+        "origin, as in training (default: on; --no-grid-align restores the image as it is)",
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (slow first image)")
     return parser

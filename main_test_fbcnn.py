@@ -34,6 +34,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from data.dataset_test import PROTOCOLS, SKIMAGE_SET, DatasetTest, Degradation, make_degradations, merge_chroma
 from models import ZOO_MODELS, CheckpointError, define_G, load_model, read_state_dict
+from utils.grid_align import estimate_grid_phase, restore_grid_aligned
 from utils.utils_eval import model_channels, pick_device, restore, score
 from utils.utils_image import ImageReadError, imsave
 from utils.utils_logger import get_logger
@@ -66,6 +67,8 @@ SCHEMA: dict[str, Any] = {
     "qfs": [10, 20, 30, 40],  # single JPEG qualities
     "qf_pairs": [[30, 10], [50, 10], [50, 30], [10, 10], [30, 30], [50, 50], [10, 30], [10, 50], [30, 50]],
     "shift": [4, 4],  # double JPEG: rows and columns dropped between the two compressions; [0, 0] aligned
+    "grid_offset": [0, 0],  # rows, columns cropped after the (last) JPEG: its grid off the origin (paper: [0, 0])
+    "grid_align": False,  # grid-aware inference (utils/grid_align.py): off for the paper's protocol
     "qf_mode": "blind",  # blind | fixed (qf_input) | dominant (FBCNN-D: utils.dominant_qf) | oracle (the true QF)
     "qf_input": None,  # the QF set in fixed mode (1..100)
     "dominant_threshold": 30.0,  # FBCNN-D: accept the estimate when its recompression MSE is below this (paper: 30)
@@ -191,6 +194,13 @@ def load_options(path: str | Path | None, overrides: Sequence[str] = ()) -> dict
         "shift",
         "must be [rows, cols]",
     )
+    check(
+        len(opt["grid_offset"]) == 2 and all(isinstance(s, int) and s >= 0 for s in opt["grid_offset"]),
+        "grid_offset",
+        "must be [rows, cols] of non-negative integers",
+    )
+    check(opt["protocol"] != "real" or not any(opt["grid_offset"]), "grid_offset", "does not apply to real JPEGs")
+    check(isinstance(opt["grid_align"], bool), "grid_align", "must be true or false")
     check(opt["qf_mode"] != "fixed" or is_qf(opt["qf_input"]), "qf_input", "must be a QF in 1..100 in fixed mode")
     for key in ("testsets", "fallback_testsets"):
         check(all(isinstance(v, str) for v in opt[key].values()), key, "must map names to folder paths")
@@ -298,7 +308,7 @@ def evaluate(opt: dict[str, Any], model: nn.Module, info: dict[str, Any], out: P
     """Run every test set x degradation; save images and figures; return the results dict (results.json)."""
     channels = model_channels(model)
     estimator = dominant_estimator() if opt["qf_mode"] == "dominant" else None
-    degradations = make_degradations(opt["protocol"], opt["qfs"], opt["qf_pairs"], opt["shift"])
+    degradations = make_degradations(opt["protocol"], opt["qfs"], opt["qf_pairs"], opt["shift"], opt["grid_offset"])
     testsets, failures = resolve_testsets(opt, log)
     cache = opt["path"]["cache"] or None
     datasets = [DatasetTest(n, f, channels, d, cache) for n, f in testsets.items() for d in degradations]
@@ -358,6 +368,8 @@ def evaluate(opt: dict[str, Any], model: nn.Module, info: dict[str, Any], out: P
         "channels": channels,
         "protocol": opt["protocol"],
         "shift": opt["shift"] if opt["protocol"] == "double" else None,
+        "grid_offset": opt["grid_offset"],
+        "grid_align": opt["grid_align"],
         "qf_mode": opt["qf_mode"],
         "qf_input": opt["qf_input"] if opt["qf_mode"] == "fixed" else None,
         "qf_sweep": opt["qf_sweep"],
@@ -385,7 +397,12 @@ def evaluate_item(
     deg: Degradation = ds.degradation
     low, gt, chroma = item["L"], item["H"], item["chroma"]
     qf_used, qf_info = select_qf(opt, low, deg, estimator)
-    restored, predicted = restore(model, low, qf_used)
+    if opt["grid_align"]:
+        phase = estimate_grid_phase(low).phase
+        restored, predicted = restore_grid_aligned(lambda img: restore(model, img, qf_used), low, phase)
+        qf_info["grid_phase"] = list(phase) if phase is not None else None
+    else:
+        restored, predicted = restore(model, low, qf_used)
     note = ""
     if chroma is not None:
         note = "colour image, gray model: restored Y, kept the original CbCr"
@@ -400,6 +417,7 @@ def evaluate_item(
         "qf": deg.true_qf,
         "qf1": deg.qf if deg.kind == "double" else None,
         "shift": list(deg.shift) if deg.kind == "double" else None,
+        "grid_offset": list(deg.crop),
         "image": item["name"],
         "file": str(item["path"]),
         "output": str(output.relative_to(out)) if opt["save_images"] else None,

@@ -36,12 +36,16 @@ class Degradation:
     ``kind``: ``"single"`` (JPEG at ``qf``), ``"double"`` (JPEG at ``qf``, drop ``shift`` =
     (rows, columns) from the top-left, JPEG at ``qf2``; the ground truth is cropped the same
     way; ``(0, 0)`` is aligned double JPEG) or ``"real"`` (nothing: the file is the input).
+    ``crop``: (rows, columns) dropped from the top-left of the JPEG and the ground truth after
+    the (last) compression, as in a JPEG cropped after saving: its 8x8 grid then starts at
+    ``(-crop) % 8``. ``(0, 0)``, the paper's protocol, keeps the grid at the origin.
     """
 
     kind: str
     qf: int | None = None
     qf2: int | None = None
     shift: tuple[int, int] = (4, 4)
+    crop: tuple[int, int] = (0, 0)
 
     def __post_init__(self) -> None:
         if self.kind not in PROTOCOLS:
@@ -50,15 +54,21 @@ class Degradation:
             raise ValueError("single JPEG needs a quality factor")
         if self.kind == "double" and (self.qf is None or self.qf2 is None):
             raise ValueError("double JPEG needs two quality factors (qf1, qf2)")
+        if len(self.crop) != 2 or min(self.crop) < 0 or (self.kind == "real" and any(self.crop)):
+            raise ValueError(
+                f"crop must be two non-negative numbers of rows and columns (not for real), got {self.crop}"
+            )
 
     @property
     def name(self) -> str:
-        """Folder and table label: ``qf10``, ``qf10-30`` (``_shift0-0`` when not the paper's 4, 4), ``real``."""
+        """Folder and table label: ``qf10``, ``qf10-30`` (``_shift0-0`` when not the paper's 4, 4), ``real``;
+        ``_crop1-1`` when ``crop`` is not (0, 0)."""
+        crop = "" if not any(self.crop) else f"_crop{self.crop[0]}-{self.crop[1]}"
         if self.kind == "single":
-            return f"qf{self.qf}"
+            return f"qf{self.qf}{crop}"
         if self.kind == "double":
             suffix = "" if tuple(self.shift) == (4, 4) else f"_shift{self.shift[0]}-{self.shift[1]}"
-            return f"qf{self.qf}-{self.qf2}{suffix}"
+            return f"qf{self.qf}-{self.qf2}{suffix}{crop}"
         return "real"
 
     @property
@@ -68,24 +78,32 @@ class Degradation:
 
     def apply(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """uint8 ground truth -> ``(degraded input, ground truth aligned with it)``; real: ``(img, None)``."""
+        if self.kind == "real":
+            return img, None
         if self.kind == "single":
-            return jpeg(img, self.qf), img
-        if self.kind == "double":
-            return double_jpeg(img, self.qf, self.qf2, tuple(self.shift))
-        return img, None
+            low, gt = jpeg(img, self.qf), img
+        else:
+            low, gt = double_jpeg(img, self.qf, self.qf2, tuple(self.shift))
+        dy, dx = self.crop
+        return low[dy:, dx:], gt[dy:, dx:]
 
 
 def make_degradations(
-    protocol: str, qfs: list[int], qf_pairs: list[list[int]], shift: list[int] | tuple[int, int] = (4, 4)
+    protocol: str,
+    qfs: list[int],
+    qf_pairs: list[list[int]],
+    shift: list[int] | tuple[int, int] = (4, 4),
+    crop: list[int] | tuple[int, int] = (0, 0),
 ) -> list[Degradation]:
     """The degradations of a protocol: one per QF (single), per (QF1, QF2) pair (double), or one (real)."""
+    crop = (int(crop[0]), int(crop[1]))
     if protocol == "single":
-        return [Degradation("single", int(qf)) for qf in qfs]
+        return [Degradation("single", int(qf), crop=crop) for qf in qfs]
     if protocol == "double":
         for pair in qf_pairs:
             if len(pair) != 2:
                 raise ValueError(f"qf_pairs entries must be [qf1, qf2], got {pair}")
-        return [Degradation("double", int(a), int(b), (int(shift[0]), int(shift[1]))) for a, b in qf_pairs]
+        return [Degradation("double", int(a), int(b), (int(shift[0]), int(shift[1])), crop) for a, b in qf_pairs]
     if protocol == "real":
         return [Degradation("real")]
     raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")

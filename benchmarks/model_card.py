@@ -7,12 +7,16 @@ BSDS500 (Y) at QF 10/20/30/40 and on the Table 3 double-JPEG pairs (LIVE1 Y); co
 BSDS500 (RGB) at QF 10/20/30/40. Prints, per model, its training summary (read from the training log
 committed in model_zoo/logs/) and one table per evaluation with the JPEG input and the paper's FBCNN
 beside each figure (PSNR / SSIM / PSNR-B). ``--write`` also replaces that model's generated section of
-model_zoo/README.md with exactly what is printed, and redraws model_zoo/training_curves.png.
+model_zoo/README.md with exactly what is printed, redraws model_zoo/training_curves.png and writes
+model_zoo/zoo_checks.json: the quick figures tests/test_model_zoo.py re-measures (PSNR gain over the
+JPEG input and predicted QF on the first three LIVE1 images at QF 10, per model, with the model file's
+SHA-256). ``--checks-only`` writes that file alone, without the full evaluation.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -28,6 +32,9 @@ from utils.utils_report import paper_row  # noqa: E402
 
 CARD = ROOT / "model_zoo" / "README.md"
 CURVES = ROOT / "model_zoo" / "training_curves.png"
+CHECKS = ROOT / "model_zoo" / "zoo_checks.json"
+CHECK_QF = 10  # JPEG quality of the quick checks
+CHECK_IMAGES = 3  # the first images (sorted names) of LIVE1_gray / LIVE1_color
 MODELS = {"gray": 1, "color": 3}
 QFS = [10, 20, 30, 40]
 PAIRS = [[30, 10], [50, 10], [50, 30], [10, 10], [30, 30], [50, 50], [10, 30], [10, 50], [30, 50]]
@@ -119,6 +126,57 @@ def training_summary(model: str) -> str:
     )
 
 
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def quick_checks(model: str, testsets: Path) -> dict:
+    """The figures tests/test_model_zoo.py re-measures for one bundled model.
+
+    Per image of the first ``CHECK_IMAGES`` of LIVE1 (Y for gray, RGB for colour) at JPEG ``CHECK_QF``
+    (OpenCV): the PSNR gain of the blind restoration over the JPEG input (dB) and the predicted QF.
+    """
+    from data.degradations import jpeg
+    from models import load_model
+    from utils.utils_eval import restore, score
+    from utils.utils_image import imread_uint, list_images
+
+    channels = MODELS[model]
+    path = ZOO_MODELS[channels]
+    net = load_model(path)
+    folder = testsets / ("LIVE1_gray" if channels == 1 else "LIVE1_color")
+    images = {}
+    for image in list_images(folder)[:CHECK_IMAGES]:
+        gt = imread_uint(image, channels)
+        degraded = jpeg(gt, CHECK_QF)
+        restored, qf = restore(net, degraded)
+        gain = score(gt, restored)["psnr"] - score(gt, degraded)["psnr"]
+        images[image.name] = {"psnr_gain_db": round(gain, 4), "predicted_qf": round(qf, 3)}
+    gains = [v["psnr_gain_db"] for v in images.values()]
+    return {
+        "model": path.name,
+        "sha256": sha256(path),
+        "testset": folder.name,
+        "jpeg_qf": CHECK_QF,
+        "images": images,
+        "mean_psnr_gain_db": round(sum(gains) / len(gains), 4),
+    }
+
+
+def write_checks(models: list[str], testsets: Path) -> None:
+    """Write (or update, per model) model_zoo/zoo_checks.json."""
+    checks = json.loads(CHECKS.read_text()) if CHECKS.is_file() else {}
+    checks["_about"] = (
+        "Written by benchmarks/model_card.py --write (or --checks-only); read by tests/test_model_zoo.py. "
+        f"Blind restoration of the first {CHECK_IMAGES} LIVE1 images at JPEG QF {CHECK_QF}."
+    )
+    for model in models:
+        checks[model] = quick_checks(model, testsets)
+    text = json.dumps(checks, indent=2, sort_keys=True) + "\n"
+    atomic_write(CHECKS, lambda tmp: tmp.write_text(text))
+    print(f"wrote {CHECKS}")
+
+
 def cell(psnr: float, ssim: float, psnrb: float) -> str:
     return f"{psnr:.2f} / {ssim:.3f} / {psnrb:.2f}"
 
@@ -154,7 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--testsets", type=Path, default=ROOT.parent / "shared" / "datasets" / "testsets")
     parser.add_argument("--results", type=Path, default=ROOT / "results")
     parser.add_argument("--write", action="store_true", help="replace the models' generated sections of the card")
+    parser.add_argument("--checks-only", action="store_true", help="only write model_zoo/zoo_checks.json")
     args = parser.parse_args(argv)
+    if args.checks_only:
+        write_checks(args.models, args.testsets)
+        return 0
     texts = {}
     for model in args.models:
         sections = [training_summary(model)]
@@ -181,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         if logs:
             plot_training_curves(logs, CURVES)
         print(f"wrote {CARD}" + (f" and {CURVES}" if logs else ""))
+        write_checks(args.models, args.testsets)
     return 0
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 import main_restore_fbcnn as cli
 from data.degradations import jpeg
-from models import write_state_dict
+from models import ZOO_MODELS, load_model, write_state_dict
 from tests.conftest import ROOT, make_tiny_fbcnn
 from utils.tiling import restore_tiled
 from utils.utils_image import imread_uint, rgb2ycbcr
@@ -57,29 +57,47 @@ def run(argv: list[str], caplog: pytest.LogCaptureFixture) -> int:
         return cli.main([str(a) for a in argv])
 
 
-def test_files_and_folder(tmp_path, crops, tiny_fbcnn_path, caplog) -> None:
+def test_files_and_folder(tmp_path, crops, caplog) -> None:
+    """A folder and a file, tiled at 32 px: each output close to the untiled one (the bundled colour model)."""
     folder = tmp_path / "in"
     folder.mkdir()
     for name, img in crops.items():
         save_jpeg(img, folder / f"{name}.jpg")
     single = save_jpeg(crops["bikes"], tmp_path / "single.jpg")
-    out = tmp_path / "out"
-    assert (
-        run([folder, single, "--model", tiny_fbcnn_path, "-o", out, "--tile", "32", "--tile-overlap", "16"], caplog)
-        == 0
-    )
-    for name in ("bikes", "caps", "single"):
-        written = imread_uint(out / f"{name}.png", 3)
-        assert written.shape == crops["bikes" if name == "single" else name].shape
+    model = ["--model", ZOO_MODELS[3], "--no-bf16"]
+    assert run([folder, single, *model, "-o", tmp_path / "out", "--tile", "32", "--tile-overlap", "16"], caplog) == 0
     assert caplog.text.count("(predicted)") == 3  # the predicted QF is logged per file
+    assert run([folder, single, *model, "-o", tmp_path / "whole", "--tile", "0"], caplog) == 0
+    for name in ("bikes", "caps", "single"):
+        decoded = np.asarray(Image.open(tmp_path / ("single.jpg" if name == "single" else f"in/{name}.jpg")))
+        tiled = imread_uint(tmp_path / "out" / f"{name}.png", 3).astype(int)
+        whole = imread_uint(tmp_path / "whole" / f"{name}.png", 3).astype(int)
+        assert tiled.shape == whole.shape == decoded.shape
+        assert np.abs(whole - decoded).mean() > 2  # the network really restores
+        diff = np.abs(tiled - whole)
+        # Measured (2-3 x 2-3 tiles of 32 with 16 overlap): max 5, mean 0.48 (bikes) / 0.37 (caps) levels.
+        assert diff.max() <= 8 and diff.mean() < 0.7, (name, diff.max(), diff.mean())
 
 
-def test_output_matches_library_restore(tmp_path, crops, tiny_fbcnn_path, caplog) -> None:
-    src = save_jpeg(crops["bikes"], tmp_path / "a.jpg")
-    dst = tmp_path / "restored.png"
-    assert run([src, "--model", tiny_fbcnn_path, "-o", dst, "--qf", "30", "--no-bf16"], caplog) == 0
-    expected, _ = restore_tiled(make_tiny_fbcnn(3), np.asarray(Image.open(src)), 30.0)
-    assert np.array_equal(imread_uint(dst, 3), expected)
+def gray_jpeg(crops: dict[str, np.ndarray], path: Path) -> tuple[Path, np.ndarray]:
+    """A gray JPEG crop written to ``path``, and its decoded pixels (H x W x 1)."""
+    save_jpeg(np.ascontiguousarray(crops["bikes"][:, :, 1]), path)
+    return path, np.asarray(Image.open(path))[:, :, None]
+
+
+def test_fixed_qf_end_to_end(tmp_path, crops, caplog) -> None:
+    """``--qf-mode fixed --qf 30`` restores exactly as the library does at QF 30, and the QF matters.
+
+    The bundled gray model (its controller responds to the QF; the committed colour model's does not).
+    """
+    src, decoded = gray_jpeg(crops, tmp_path / "a.jpg")
+    model = ["--model", ZOO_MODELS[1], "--no-bf16", "--no-channels-last"]
+    assert run([src, *model, "-o", tmp_path / "qf30.png", "--qf-mode", "fixed", "--qf", "30"], caplog) == 0
+    assert run([src, *model, "-o", tmp_path / "qf80.png", "--qf", "80"], caplog) == 0
+    expected, used = restore_tiled(load_model(ZOO_MODELS[1]), decoded, 30.0)
+    qf30 = imread_uint(tmp_path / "qf30.png", 1)
+    assert used == 30.0 and np.array_equal(qf30, expected)
+    assert np.abs(qf30.astype(int) - imread_uint(tmp_path / "qf80.png", 1)).mean() > 0.3  # the QF is used
     assert "QF 30 (set)" in caplog.text
 
 
@@ -149,6 +167,25 @@ def test_alpha_exif_and_formats(tmp_path, crops, tiny_fbcnn_path, caplog) -> Non
     assert Image.open(out / "x.jpg").format == "JPEG"
 
 
+@pytest.mark.parametrize(("orientation", "upright"), [(6, lambda a: np.rot90(a, -1)), (8, lambda a: np.rot90(a, 1))])
+def test_exif_orientation_direction(tmp_path, crops, caplog, orientation: int, upright) -> None:
+    """EXIF 6 = rotate 90 degrees clockwise to display, 8 = counter-clockwise: the output is the upright view.
+
+    With an identity network, the output must equal the stored pixels rotated that way (up to rounding).
+    """
+    model = write_state_dict(offset_fbcnn(3, offset=0), tmp_path / "identity_color.pth")
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    src = save_jpeg(crops["bikes"], tmp_path / "rotated.jpg", exif=exif)
+    with Image.open(src) as im:
+        stored = np.asarray(im)  # the pixels as stored, not transposed
+    assert run([src, "--model", model, "-o", tmp_path / "out.png", "--no-bf16"], caplog) == 0
+    out = imread_uint(tmp_path / "out.png", 3).astype(int)
+    assert out.shape == (96, 72, 3)
+    assert np.abs(out - upright(stored)).max() <= 1
+    assert np.abs(out - np.rot90(upright(stored), 2)).mean() > 10  # the other direction is far off
+
+
 def test_bad_inputs_are_reported_and_others_processed(tmp_path, crops, tiny_fbcnn_path, caplog) -> None:
     folder = tmp_path / "mixed"
     folder.mkdir()
@@ -177,29 +214,51 @@ def test_bad_inputs_are_reported_and_others_processed(tmp_path, crops, tiny_fbcn
     assert deep.dtype == np.uint8 and deep.shape == crops["caps"].shape
 
 
-def test_dominant_mode_falls_back_to_blind(tmp_path, crops, tiny_fbcnn_path, monkeypatch, caplog) -> None:
-    src = save_jpeg(crops["bikes"], tmp_path / "a.jpg")
+def test_dominant_mode_falls_back_to_blind(tmp_path, crops, monkeypatch, caplog) -> None:
+    """No dominant QF: the pixels are the blind restoration's; a dominant QF of 35: those of ``--qf 35``."""
+    src, _ = gray_jpeg(crops, tmp_path / "a.jpg")
+    model = ["--model", ZOO_MODELS[1], "--no-bf16"]
+    assert run([src, *model, "-o", tmp_path / "blind.png"], caplog) == 0
+    assert run([src, *model, "-o", tmp_path / "qf35.png", "--qf", "35"], caplog) == 0
+    blind, qf35 = imread_uint(tmp_path / "blind.png", 1), imread_uint(tmp_path / "qf35.png", 1)
+    assert np.abs(blind.astype(int) - qf35).mean() > 0.2  # the two references differ
+
     results = iter([None, 35])
     fake = types.ModuleType("utils.dominant_qf")
     fake.estimate_dominant_qf = lambda img: types.SimpleNamespace(qf=next(results))
     monkeypatch.setitem(sys.modules, "utils.dominant_qf", fake)
     cli._dominant_qf_estimator.cache_clear()
     try:
-        args = [src, "--model", tiny_fbcnn_path, "--qf-mode", "dominant", "-o", tmp_path / "o"]
-        assert run(args, caplog) == 0
-        assert "no dominant QF found; using blind mode" in caplog.text and "(predicted)" in caplog.text
-        assert run(args, caplog) == 0
-        assert "QF 35 (dominant)" in caplog.text
+        args = [src, *model, "--qf-mode", "dominant", "-o"]
+        assert run([*args, tmp_path / "fallback.png"], caplog) == 0
+        assert np.array_equal(imread_uint(tmp_path / "fallback.png", 1), blind)
+        assert run([*args, tmp_path / "dominant.png"], caplog) == 0
+        assert np.array_equal(imread_uint(tmp_path / "dominant.png", 1), qf35)
     finally:
         cli._dominant_qf_estimator.cache_clear()
 
 
-def test_usage_errors_and_module_entry_point(tmp_path, crops, tiny_fbcnn_path) -> None:
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--qf", "30", "--qf-mode", "blind"], "--qf sets the QF; it cannot be combined with --qf-mode blind"),
+        (["--qf-mode", "fixed"], "--qf-mode fixed needs --qf N"),
+        (["--qf", "0"], "--qf must be in 1..100, got 0"),
+        (["--tile", "100"], "--tile must be 0 or a positive multiple of 8, got 100"),
+        (["--tile", "64", "--tile-overlap", "60"], "--tile-overlap must be in [0, tile - 8], got 60"),
+        (["--quality", "101"], "--quality must be in 1..100, got 101"),
+        (["--qf-mode", "oracle"], "argument --qf-mode: invalid choice: 'oracle'"),
+    ],
+)
+def test_usage_errors_exit_2_with_a_message(argv: list[str], message: str, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
-        cli.main(["x.png", "--qf", "30", "--qf-mode", "blind"])
+        cli.main(["x.png", *argv])
     assert exc.value.code == 2
-    with pytest.raises(SystemExit):
-        cli.main(["x.png", "--tile", "100"])
+    err = capsys.readouterr().err
+    assert err.startswith("usage: fbcnn-restore") and f"fbcnn-restore: error: {message}" in err, err
+
+
+def test_module_entry_point(tmp_path, crops, tiny_fbcnn_path) -> None:
     Image.fromarray(crops["bikes"]).save(tmp_path / "a.png")
     save_jpeg(crops["caps"], tmp_path / "b.jpg")
     result = subprocess.run(
@@ -212,3 +271,57 @@ def test_usage_errors_and_module_entry_point(tmp_path, crops, tiny_fbcnn_path) -
     assert result.returncode == 1, result.stderr
     assert "would overwrite the input" in result.stderr  # a.png -> ./a.png is refused ...
     assert (tmp_path / "b.png").is_file()  # ... and b.jpg is still restored
+
+
+def test_glob_inputs_and_no_images(tmp_path, crops, tiny_fbcnn_path, caplog) -> None:
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    save_jpeg(crops["bikes"], folder / "a.jpg")
+    Image.fromarray(crops["caps"]).save(folder / "b.png")
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    assert run([str(folder / "*"), "--model", tiny_fbcnn_path, "-o", out], caplog) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]  # the pattern's images only
+
+    caplog.clear()
+    assert run([str(folder / "*.gif"), "--model", tiny_fbcnn_path, "-o", tmp_path / "none"], caplog) == 1
+    assert "*.gif: pattern matches no images" in caplog.text and "no images to restore" in caplog.text
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    caplog.clear()
+    assert run([empty, "--model", tiny_fbcnn_path, "-o", tmp_path / "none"], caplog) == 1
+    assert "folder contains no images" in caplog.text and "no images to restore" in caplog.text
+    assert not (tmp_path / "none").exists()
+
+
+def test_file_output_with_several_inputs_is_refused(tmp_path, crops, tiny_fbcnn_path, caplog) -> None:
+    a, b = save_jpeg(crops["bikes"], tmp_path / "a.jpg"), save_jpeg(crops["caps"], tmp_path / "b.jpg")
+    assert run([a, b, "--model", tiny_fbcnn_path, "-o", tmp_path / "out.png"], caplog) == 2
+    assert "--output" in caplog.text and "is a file name, but 2 inputs were given: pass a directory" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg", "b.jpg", "tiny_color.pth"]
+
+
+def test_device_cuda_without_cuda_is_a_clear_error(tmp_path, crops, tiny_fbcnn_path, monkeypatch, caplog) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same on a machine with a GPU
+    src = save_jpeg(crops["bikes"], tmp_path / "a.jpg")
+    assert run([src, "--model", tiny_fbcnn_path, "--device", "cuda", "-o", tmp_path / "o"], caplog) == 2
+    assert "--device cuda: CUDA is not available" in caplog.text
+    assert not (tmp_path / "o").exists()
+
+
+def test_failed_write_leaves_no_temporary_file(tmp_path, crops, tiny_fbcnn_path, monkeypatch, caplog) -> None:
+    """A write that fails half-way leaves the previous output intact and no temporary file behind."""
+    src = save_jpeg(crops["bikes"], tmp_path / "a.jpg")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.png").write_bytes(b"previous output")
+
+    def half_write(path: Path, data: bytes) -> None:
+        path.write_bytes(data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cli, "_write_readable", half_write)
+    assert run([src, "--model", tiny_fbcnn_path, "-o", out], caplog) == 1
+    assert "No space left on device" in caplog.text and "a.jpg" in caplog.text
+    assert [p.name for p in out.iterdir()] == ["a.png"]  # no .a.png.*.tmp left
+    assert (out / "a.png").read_bytes() == b"previous output"

@@ -78,6 +78,62 @@ def test_bef_matches_pairwise_definition(live1: list[np.ndarray]) -> None:
     assert blocking_effect_factor(y) > 0
 
 
+def four_blocks(texture: bool = False) -> np.ndarray:
+    """16 x 16 gray image of four flat 8 x 8 blocks, 0 | 8 over 4 | 12; ``texture`` adds 1 on odd columns."""
+    img = np.zeros((16, 16), np.uint8)
+    img[:8, 8:], img[8:, :8], img[8:, 8:] = 8, 4, 12
+    if texture:
+        img[:, 1::2] += 1
+    return img
+
+
+def test_bef_hand_computed() -> None:
+    """BEF (Yim & Bovik 2011, Tadala) worked out by hand on 16 x 16 images with known block steps.
+
+    N_B = H (W/8 - 1) + W (H/8 - 1) = 16 + 16 = 32 boundary pairs; N_Bc = 16*15 + 16*15 - 32 = 448;
+    eta = log2(8) / log2(16) = 3/4.
+    Flat blocks: the boundary pairs differ by 8 (16 rows across the vertical edge) and by 4 (16 columns
+    across the horizontal edge): D_B = (16*64 + 16*16) / 32 = 40, D_Bc = 0, BEF = 0.75 * 40 = 30.
+    With +1 on odd columns: across the vertical edge column 7 (odd, +1) meets column 8 (even): steps 7,
+    D_B = (16*49 + 16*16) / 32 = 32.5; inside the blocks 14 row pairs per row differ by 1:
+    D_Bc = 16*14 / 448 = 0.5; BEF = 0.75 * (32.5 - 0.5) = 24.
+    The texture alone (no blocks) has D_B = 16 / 32 = 0.5 = D_Bc: not blocky, BEF = 0.
+    """
+    assert blocking_effect_factor(four_blocks()) == pytest.approx(30.0)
+    assert blocking_effect_factor(four_blocks(texture=True)) == pytest.approx(24.0)
+    texture_only = np.zeros((16, 16), np.uint8)
+    texture_only[:, 1::2] = 1
+    assert blocking_effect_factor(texture_only) == 0.0
+    # Not square: eta uses min(H, W). 8 x 16 (two blocks 0 | 8): N_B = 8*1 + 16*0 = 8, D_B = 8*64/8 = 64,
+    # eta = log2(8) / log2(8) = 1, BEF = 64.
+    assert blocking_effect_factor(four_blocks()[:8]) == pytest.approx(64.0)
+
+
+def test_psnrb_hand_computed() -> None:
+    """PSNR-B = 10 log10(255^2 / (MSE + BEF of the restored image)), by hand on the four-block image.
+
+    Ground truth flat 6: MSE = (6^2 + 2^2 + 2^2 + 6^2) / 4 = 20; BEF of the restored image = 30;
+    PSNR-B = 10 log10(65025 / 50). The flat ground truth has no blocking, so swapping the two gives
+    MSE 20 + BEF 0: the PSNR.
+    """
+    gt = np.full((16, 16, 1), 6, np.uint8)
+    blocky = four_blocks()[:, :, None]
+    assert calculate_psnrb(gt, blocky) == pytest.approx(10 * math.log10(65025 / 50))
+    assert calculate_psnrb(blocky, gt) == pytest.approx(10 * math.log10(65025 / 20))
+    assert calculate_psnr(gt, blocky) == pytest.approx(10 * math.log10(65025 / 20))
+
+
+def test_psnrb_published_value(datasets: Path) -> None:
+    """The official FBCNN log's PSNR-B of its restored LIVE1 'building2' (QF 10), where BEF weighs most:
+    PSNR 23.38 dB, PSNR-B 22.88 dB as printed by the official code (its own metric implementation)."""
+    ref = datasets / "reference" / "official_fbcnn_color_LIVE1_qf10"
+    assert "building2.bmp - PSNR: 23.38 dB; SSIM: 0.759; PSNRB: 22.88 dB." in next(ref.glob("*.log")).read_text()
+    gt = imread_uint(datasets / "testsets" / "LIVE1_color" / "building2.png", 3)
+    restored = imread_uint(ref / "building2.png", 3)
+    assert f"{calculate_psnrb(gt, restored):.2f}" == "22.88"
+    assert f"{calculate_psnr(gt, restored):.2f}" == "23.38"
+
+
 def test_psnrb_uses_restored_luma_and_rgb_mse(live1: list[np.ndarray]) -> None:
     gt = live1[2]
     degraded = jpeg(gt, 10)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -28,9 +29,10 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from data.dataset_jpeg import TRAIN_DATASET_DEFAULTS, DatasetError, DatasetJPEG, worker_init_fn
 from data.degradations import jpeg
-from models.model_fbcnn import TRAIN_DEFAULTS, ModelFBCNN, loss_is_finite
+from models.checkpoint import atomic_write
+from models.model_fbcnn import TRAIN_DEFAULTS, ModelFBCNN
 from models.network_fbcnn import controller_live_units
-from utils.utils_dist import DistInfo, barrier, cleanup, init_dist, reduce_mean
+from utils.utils_dist import DistInfo, all_ranks_true, barrier, broadcast_object, cleanup, init_dist, reduce_mean
 from utils.utils_eval import restore, score
 from utils.utils_image import imread_uint, list_images, uint2tensor4
 from utils.utils_logger import get_logger
@@ -67,6 +69,7 @@ SCHEMA: dict[str, Any] = {
     "n_channels": 3,  # broadcast to datasets.* and netG.in_nc / out_nc
     "seed": 0,
     "device": "auto",  # auto | cpu | cuda
+    "dist_timeout_s": 1800,  # DDP: how long ranks wait in a collective, e.g. while rank 0 validates
     "path": {
         "root": "experiments",
         "pretrained_netG": None,  # start from these weights (fresh optimizer), e.g. a model_zoo file
@@ -104,7 +107,8 @@ def load_train_options(path: str | None, overrides: Sequence[str] = ()) -> dict[
     pretrained = opt["path"]["pretrained_netG"]
     states = Path(opt["path"]["root"]) / opt["task"] / "training_states"
     resuming = opt["path"]["resume_state"] or (opt["path"]["auto_resume"] and any(states.glob("*.state")))
-    if pretrained and not resuming and not Path(pretrained).is_file():
+    rank0 = os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) == "0"  # only rank 0 reads it
+    if pretrained and not resuming and rank0 and not Path(pretrained).is_file():
         raise OptionError(f"{path}: option 'path.pretrained_netG': checkpoint file {pretrained!r} does not exist")
     return opt
 
@@ -119,8 +123,9 @@ class ResumableSampler(DistributedSampler):
         self.skip = 0
 
     def __iter__(self):
+        """``(epoch, index)`` pairs: the epoch reaches the dataset in persistent DataLoader workers too."""
         indices = list(super().__iter__())
-        return iter(indices[self.skip :])
+        return iter([(self.epoch, i) for i in indices[self.skip :]])
 
     def __len__(self) -> int:
         return self.num_samples - self.skip
@@ -193,6 +198,27 @@ def _prune(folder: Path, suffix: str, keep: int) -> None:
         path.unlink(missing_ok=True)
 
 
+def accumulation(opt: dict[str, Any], world_size: int) -> tuple[int, int]:
+    """``(micro-batches per step, global batch)`` from train.accumulate or train.global_batch.
+
+    global batch = datasets.train.dataloader_batch_size x processes x accumulate. Setting ``global_batch``
+    keeps it, and with it the meaning of the lr, whatever the number of GPUs (the paper: 256).
+    """
+    batch = opt["datasets"]["train"]["dataloader_batch_size"]
+    accumulate, wanted = opt["train"]["accumulate"], opt["train"]["global_batch"]
+    if not isinstance(accumulate, int) or accumulate < 1:
+        raise OptionError(f"option 'train.accumulate' must be a positive integer, got {accumulate!r}")
+    if wanted is None:
+        return accumulate, batch * world_size * accumulate
+    per_step = batch * world_size
+    if not isinstance(wanted, int) or wanted < per_step or wanted % per_step:
+        raise OptionError(
+            f"option 'train.global_batch' ({wanted!r}) must be a multiple of dataloader_batch_size x processes "
+            f"= {batch} x {world_size} = {per_step}"
+        )
+    return wanted // per_step, wanted
+
+
 class Trainer:
     def __init__(self, opt: dict[str, Any], dist: DistInfo) -> None:
         self.opt, self.dist = opt, dist
@@ -209,19 +235,23 @@ class Trainer:
         np.random.seed(opt["seed"] + dist.rank)
         if opt["train"]["deterministic"]:
             torch.use_deterministic_algorithms(True)
-            torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.benchmark = not opt["train"]["deterministic"]  # fastest conv kernels for fixed shapes
 
         self.train_set = DatasetJPEG(opt["datasets"]["train"])
         ds_opt = opt["datasets"]["train"]
+        self.accumulate, self.global_batch = accumulation(opt, dist.world_size)
         self.sampler = ResumableSampler(self.train_set, dist, seed=opt["seed"], shuffle=ds_opt["dataloader_shuffle"])
+        workers = ds_opt["dataloader_num_workers"]
         self.loader = DataLoader(
             self.train_set,
             batch_size=ds_opt["dataloader_batch_size"],
             sampler=self.sampler,
-            num_workers=ds_opt["dataloader_num_workers"],
+            num_workers=workers,
             worker_init_fn=worker_init_fn,
             drop_last=True,
             pin_memory=dist.device.type == "cuda",
+            persistent_workers=workers > 0,  # the epoch travels with each index (ResumableSampler)
+            prefetch_factor=4 if workers > 0 else None,
         )
         if len(self.sampler) < ds_opt["dataloader_batch_size"]:
             raise OptionError(
@@ -232,82 +262,160 @@ class Trainer:
         self.validator = Validator(val_opt) if dist.is_main and val_opt["dataroot_H"] else None
 
         self.model = ModelFBCNN(opt["netG"], opt["train"], dist.device, ddp=dist.enabled)
+        self.best_psnr = -math.inf
         self._resume_or_init()
         self.tb = None
         if dist.is_main:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(self.exp_dir / "tensorboard"))
-        self.best_psnr = -math.inf
 
     # ------------------------------------------------------------------ set-up
-    def _resume_or_init(self) -> None:
+    def _load_newest_state(self) -> tuple[Path | None, dict[str, Any]]:
+        """Rank 0: load the state to resume from (``resume_state``, or the newest readable one of the task).
+
+        A state that cannot be read (truncated, corrupt) is skipped with a warning naming it; the previous
+        one is used. Returns (path or None, the state's extra entries).
+        """
         path_opt = self.opt["path"]
-        state = path_opt["resume_state"]
-        if state is None and path_opt["auto_resume"]:
-            states = _numbered(self.states_dir, ".state")
-            state = states[-1][1] if states else None
-        if state is not None:
-            self.model.load_training_state(state)
-            self.log.info(
-                f"resumed from {state}: step {self.model.step}, epoch {self.model.epoch}, lr {self.model.lr:.3g}"
+        if path_opt["resume_state"] is not None:
+            candidates = [Path(path_opt["resume_state"])]
+        elif path_opt["auto_resume"]:
+            candidates = [p for _, p in reversed(_numbered(self.states_dir, ".state"))]
+        else:
+            candidates = []
+        for path in candidates:
+            try:
+                return path, self.model.load_training_state(path)
+            except Exception as exc:  # torch.load raises many types for truncated or foreign files
+                if path_opt["resume_state"] is not None:
+                    raise OptionError(f"path.resume_state: cannot read training state {path}: {exc}") from exc
+                self.log.warning(
+                    f"training state {path} cannot be read ({type(exc).__name__}: {exc}); "
+                    "falling back to the previous one"
+                )
+        if candidates:
+            raise OptionError(
+                f"no readable training state in {self.states_dir} (tried {[str(p) for p in candidates]}); "
+                "remove them to start afresh, or set path.resume_state"
             )
-        elif path_opt["pretrained_netG"]:
-            self.model.load_pretrained(path_opt["pretrained_netG"], path_opt["pretrained_step"])
-            self.log.info(
-                f"initialised from {path_opt['pretrained_netG']} at step {self.model.step}, lr {self.model.lr:.3g}"
+        return None, {}
+
+    def _resume_or_init(self) -> None:
+        """Rank 0 resumes or loads the pretrained weights; every other rank receives that state from it.
+
+        Only rank 0 writes checkpoints, so on node-local disks the other nodes have none: they must
+        not start afresh (or from an older state of their own) while rank 0 resumes.
+        """
+        path_opt = self.opt["path"]
+        source = "initialised"
+        if self.dist.is_main:
+            path, extra = self._load_newest_state()
+            if path is not None:
+                source = f"resumed from {path}"
+                best = extra.get("best_psnr")
+                self.best_psnr = float(best) if best is not None else self._best_from_json()
+            elif path_opt["pretrained_netG"]:
+                self.model.load_pretrained(path_opt["pretrained_netG"], path_opt["pretrained_step"])
+                source = f"initialised from {path_opt['pretrained_netG']}"
+            self.log.info(f"{source}: step {self.model.step}, epoch {self.model.epoch}, lr {self.model.lr:.3g}")
+        if self.dist.enabled:
+            state, self.best_psnr, source = broadcast_object(
+                (self.model.training_state(rng=False), self.best_psnr, source) if self.dist.is_main else None
             )
+            if not self.dist.is_main:
+                self.model.apply_training_state(state)
+        self._record_start(source)
         n_params = sum(p.numel() for p in self.model.net.parameters())
         self.log.info(f"network {self.opt['netG']['net_type']}: {n_params / 1e6:.2f}M parameters; {self.train_set!r}")
         batch = self.opt["datasets"]["train"]["dataloader_batch_size"]
         self.log.info(
-            f"world size {self.dist.world_size} on {self.dist.device}: batch {batch} per process, "
-            f"{batch * self.dist.world_size} global; amp {self.opt['train']['amp']}"
+            f"world size {self.dist.world_size} on {self.dist.device}: batch {batch} per process x "
+            f"{self.dist.world_size} process(es) x {self.accumulate} accumulated = {self.global_batch} global; "
+            f"amp {self.opt['train']['amp']}"
         )
+
+    def _best_from_json(self) -> float:
+        """The best validation PSNR recorded beside best_G.pth (training states older than this field)."""
+        path = self.models_dir / "best_G.json"
+        try:
+            return float(json.loads(path.read_text())["psnr"])
+        except (OSError, ValueError, KeyError):
+            return -math.inf
+
+    def _record_start(self, source: str) -> None:
+        """Each rank writes ``<root>/<task>/ranks/rank<r>.json``: host, step and a checksum of its weights,
+        so that a multi-node restart can be checked (every rank must show the same step and checksum)."""
+        import socket
+
+        net = self.model.net
+        checksum = float(sum(p.detach().double().sum() * (i + 1) for i, p in enumerate(net.parameters())))
+        record = {
+            "rank": self.dist.rank,
+            "host": socket.gethostname(),
+            "node_rank": int(os.environ.get("GROUP_RANK", os.environ.get("SLURM_NODEID", "0"))),
+            "step": self.model.step,
+            "params_checksum": checksum,
+            "source": source,
+        }
+        path = self.exp_dir / "ranks" / f"rank{self.dist.rank}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(record, indent=2)))
 
     # ------------------------------------------------------------------ loop
     def train(self) -> int:
-        """Run until train.total_iter. Returns 0, or 1 when the loss became NaN/Inf."""
+        """Run until train.total_iter. Returns 0, or 1 when the loss became NaN/Inf.
+
+        The loss terms stay on the device between log lines: the host waits for the device only when
+        it logs, validates or saves (and checks then that no loss since the last check was NaN/Inf).
+        """
         opt_train = self.opt["train"]
         total = opt_train["total_iter"]
         model = self.model
-        batch_size = self.opt["datasets"]["train"]["dataloader_batch_size"] * self.dist.world_size
+        patches_per_step = self.global_batch
         bar = None
         if self.dist.is_main:
             from tqdm import tqdm
 
             bar = tqdm(total=total, initial=model.step, desc=self.opt["task"], unit="it", dynamic_ncols=True)
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}
+        finite = torch.ones((), dtype=torch.bool, device=self.dist.device)
+        group: list[dict[str, Any]] = []
         tick, last_print = time.perf_counter(), model.step
         while model.step < total:
-            self.train_set.set_epoch(model.epoch)
             self.sampler.set_epoch(model.epoch)
             self.sampler.skip = model.epoch_batches * self.loader.batch_size
             for batch in self.loader:
-                losses = model.optimize_parameters(batch)
                 model.epoch_batches += 1
-                mean_loss = reduce_mean(losses["loss"], self.dist.device)
-                if not loss_is_finite({"loss": mean_loss}):
-                    self.log.error(
-                        f"non-finite loss ({mean_loss}) at step {model.step}: stopping. The last good weights and "
-                        f"training state are in {self.models_dir} and {self.states_dir}; lower the lr or enable "
-                        "train.G_optimizer_clipgrad"
-                    )
-                    return 1
+                group.append(batch)
+                if len(group) < self.accumulate:
+                    continue
+                losses = model.optimize_parameters(group)
+                group = []
+                finite &= torch.isfinite(losses["loss"])
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0.0) + v
                 step = model.step
                 if bar is not None:
                     bar.update(1)
-                if step % opt_train["checkpoint_print"] == 0 or step == total:
+                checks = [step % opt_train[k] == 0 for k in ("checkpoint_print", "checkpoint_test", "checkpoint_save")]
+                if any(checks) or step == total:
+                    if not all_ranks_true(finite):
+                        self.log.error(
+                            f"non-finite loss between steps {last_print} and {step}: stopping. The last good weights "
+                            f"and training state are in {self.models_dir} and {self.states_dir}; lower the lr or "
+                            "enable train.G_optimizer_clipgrad"
+                        )
+                        return 1
+                if checks[0] or step == total:
                     n = max(step - last_print, 1)
                     elapsed = time.perf_counter() - tick
-                    means = {k: v / n for k, v in sums.items()}
-                    self._log_train(step, means, n * batch_size / elapsed, elapsed / n, bar)
+                    means = {k: reduce_mean(float(v), self.dist.device) / n for k, v in sums.items()}
+                    self._log_train(step, means, n * patches_per_step / elapsed, elapsed / n, bar)
                     sums, tick, last_print = {}, time.perf_counter(), step
-                if step % opt_train["checkpoint_test"] == 0 or step == total:
+                if checks[1] or step == total:
                     self.validate(step)
-                if step % opt_train["checkpoint_save"] == 0 or step == total:
+                if checks[2] or step == total:
                     self.save(step)
                 if step >= total:
                     break
@@ -336,7 +444,14 @@ class Trainer:
 
     def validate(self, step: int) -> None:
         if self.validator is not None:
+            start = time.perf_counter()
             metrics, triplet = self.validator(self.model.eval_net())
+            seconds = time.perf_counter() - start
+            if self.dist.enabled and seconds > 0.5 * self.opt["dist_timeout_s"]:
+                self.log.warning(
+                    f"validation took {seconds:.0f} s while the other ranks wait at most dist_timeout_s = "
+                    f"{self.opt['dist_timeout_s']} s: raise dist_timeout_s or lower datasets.val.max_images"
+                )
             parts = [
                 f"QF{qf}: {metrics[f'psnr_qf{qf}']:.2f} dB / {metrics[f'ssim_qf{qf}']:.4f} / "
                 f"{metrics[f'psnrb_qf{qf}']:.2f}, QF MAE {metrics[f'qf_mae_qf{qf}']:.1f}"
@@ -378,7 +493,7 @@ class Trainer:
     def save(self, step: int) -> None:
         if self.dist.is_main:
             self.model.save_network(self.models_dir / f"{step}_G.pth")
-            self.model.save_training_state(self.states_dir / f"{step}.state")
+            self.model.save_training_state(self.states_dir / f"{step}.state", {"best_psnr": self.best_psnr})
             keep = self.opt["train"]["keep_last"]
             _prune(self.models_dir, "_G.pth", keep)
             _prune(self.states_dir, ".state", keep)
@@ -409,7 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OptionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    dist = init_dist(opt["device"])
+    dist = init_dist(opt["device"], opt["dist_timeout_s"])
     try:
         if args.check:
             DatasetJPEG(opt["datasets"]["train"])

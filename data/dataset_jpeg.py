@@ -279,13 +279,15 @@ class DatasetJPEG(Dataset):
             f"double JPEG {o['double_jpeg_prob']:g}, cache {o['cache']} ({self.cache_bytes() / 2**20:.0f} MB))"
         )
 
-    def draw(self, index: int) -> dict[str, Any]:
-        """The random choices of sample ``index`` in the current epoch (a pure function of seed, epoch, index)."""
+    def draw(self, index: int, epoch: int | None = None) -> dict[str, Any]:
+        """The random choices of sample ``index`` of ``epoch`` (default: the current one); a pure function of
+        seed, epoch and index."""
         if not 0 <= index < self.length:
             raise IndexError(f"sample index {index} out of range for {self.length} samples")
         o = self.opt
-        rng = np.random.default_rng([o["seed"], self.epoch, index])
-        image = (index + self.epoch * self.length) % len(self.paths)
+        epoch = self.epoch if epoch is None else int(epoch)
+        rng = np.random.default_rng([o["seed"], epoch, index])
+        image = (index + epoch * self.length) % len(self.paths)
         double = bool(rng.random() < o["double_jpeg_prob"])
         gray_cv2 = bool(rng.random() < o["gray_cv2_prob"])
         qfs = [
@@ -323,8 +325,10 @@ class DatasetJPEG(Dataset):
         size = params["size"]
         return augment(img[top : top + size, left : left + size], params["aug"])
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        p = self.draw(index)
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        """Sample ``index`` of the current epoch, or ``(epoch, index)`` (what the trainer's sampler yields)."""
+        epoch, index = (None, index) if isinstance(index, (int, np.integer)) else index
+        p = self.draw(int(index), epoch)
         patch = self.source_patch(p)
         s = self.H_size
         if p["double"]:

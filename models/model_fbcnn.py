@@ -7,12 +7,13 @@ masked per sample (the official code looked at the first sample of a batch only)
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
 import random
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,10 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "checkpoint_test": 5000,  # validate every N iterations
     "keep_last": 3,  # number of saved checkpoints/states kept
     "save_half": False,  # store the saved weights (*_G.pth, best_G.pth) in float16: half the size
+    # Gradient accumulation: micro-batches per optimisation step; or set global_batch (patches per step over all
+    # processes), from which it is derived: global_batch = dataloader_batch_size x processes x accumulate.
+    "accumulate": 1,
+    "global_batch": None,
 }
 
 
@@ -97,12 +102,17 @@ def image_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Ten
     raise ValueError(f"train.G_lossfn_type {kind!r} must be l1, l2 or charbonnier")
 
 
-def masked_qf_loss(qf_pred: torch.Tensor, qf_label: torch.Tensor) -> torch.Tensor:
-    """L1 between predicted and true (100-QF)/100 over samples with a known (non-NaN) label; 0 if none."""
+def masked_qf_loss(qf_pred: torch.Tensor, qf_label: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """L1 between predicted and true (100-QF)/100 over samples with a known (non-NaN) label; 0 if none.
+
+    ``reduction``: "mean" over the known labels, or "sum" (for accumulation over micro-batches).
+    No host synchronisation: the mask is applied arithmetically.
+    """
     known = ~torch.isnan(qf_label)
-    if not known.any():
-        return qf_pred.sum() * 0.0  # keeps the graph (DDP needs every parameter used)
-    return F.l1_loss(qf_pred[known], qf_label[known])
+    errors = torch.where(known, (qf_pred - torch.nan_to_num(qf_label)).abs(), torch.zeros_like(qf_pred))
+    if reduction == "sum":
+        return errors.sum()
+    return errors.sum() / known.sum().clamp(min=1)
 
 
 class ModelFBCNN:
@@ -158,21 +168,36 @@ class ModelFBCNN:
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
-    def optimize_parameters(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
-        """One optimisation step on a batch with keys L, H, qf_label. Returns the loss terms."""
+    def optimize_parameters(
+        self, batches: Mapping[str, torch.Tensor] | Sequence[Mapping[str, torch.Tensor]]
+    ) -> dict[str, torch.Tensor]:
+        """One optimisation step on one batch, or on several accumulated (keys L, H, qf_label each).
+
+        With ``k`` micro-batches of equal size the update is the one of their union: the image loss
+        is the mean of the micro-batch means, the QF loss the mean over every known label of the
+        group, and DDP all-reduces the gradients once, on the last micro-batch. Returns the loss terms
+        as detached tensors on the device (no host synchronisation; call ``.item()`` when logging).
+        """
+        batches = [batches] if isinstance(batches, Mapping) else list(batches)
         self.net_ddp.train()
-        low = batch["L"].to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
-        high = batch["H"].to(self.device, non_blocking=True)
-        qf_label = batch["qf_label"].to(self.device, non_blocking=True).view(-1, 1)
-
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            restored, qf_pred = self.net_ddp(low)
-        l_img = image_loss(restored.float(), high, self.opt["G_lossfn_type"])
-        l_qf = masked_qf_loss(qf_pred.float(), qf_label)
-        loss = self.opt["G_lossfn_weight"] * l_img + self.opt["QF_lossfn_weight"] * l_qf
-
+        labels = [b["qf_label"].to(self.device, non_blocking=True).view(-1, 1) for b in batches]
+        n_known = sum((~torch.isnan(label)).sum() for label in labels).clamp(min=1)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        total = {"loss": 0.0, "l_img": 0.0, "l_qf": 0.0}
+        for i, (batch, qf_label) in enumerate(zip(batches, labels, strict=True)):
+            low = batch["L"].to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+            high = batch["H"].to(self.device, non_blocking=True)
+            last = i == len(batches) - 1
+            sync = contextlib.nullcontext() if last or not isinstance(self.net_ddp, DistributedDataParallel) else None
+            with sync or self.net_ddp.no_sync():
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                    restored, qf_pred = self.net_ddp(low)
+                l_img = image_loss(restored.float(), high, self.opt["G_lossfn_type"]) / len(batches)
+                l_qf = masked_qf_loss(qf_pred.float(), qf_label, reduction="sum") / n_known
+                loss = self.opt["G_lossfn_weight"] * l_img + self.opt["QF_lossfn_weight"] * l_qf
+                self.scaler.scale(loss).backward()
+            for key, value in (("loss", loss), ("l_img", l_img), ("l_qf", l_qf)):
+                total[key] = total[key] + value.detach()
         if self.opt["G_optimizer_clipgrad"] > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.opt["G_optimizer_clipgrad"])
@@ -182,12 +207,8 @@ class ModelFBCNN:
         self.step += 1
         if self.ema is not None:
             self._update_ema()
-        return {
-            "loss": loss.item(),
-            "l_img": l_img.item(),
-            "l_qf": l_qf.item(),
-            "n_qf": int((~torch.isnan(qf_label)).sum()),
-        }
+        n_qf = sum((~torch.isnan(label)).sum() for label in labels)
+        return {**total, "n_qf": n_qf.detach()}
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -206,8 +227,9 @@ class ModelFBCNN:
         half = self.opt["save_half"] if half is None else half
         return write_state_dict(self.eval_net().state_dict(), path, half=half)
 
-    def training_state(self) -> dict[str, Any]:
-        state = {
+    def training_state(self, rng: bool = True) -> dict[str, Any]:
+        """Everything needed to continue exactly: weights, optimizer, scheduler, scaler, counters, EMA, RNG."""
+        state: dict[str, Any] = {
             "step": self.step,
             "epoch": self.epoch,
             "epoch_batches": self.epoch_batches,
@@ -215,23 +237,33 @@ class ModelFBCNN:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": {
+        }
+        if rng:
+            state["rng"] = {
                 "torch": torch.get_rng_state(),
                 "numpy": np.random.get_state(),
                 "python": random.getstate(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            },
-        }
+            }
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
         return state
 
-    def save_training_state(self, path: str | os.PathLike) -> None:
-        atomic_write(path, lambda tmp: torch.save(self.training_state(), tmp))
+    def save_training_state(self, path: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> None:
+        """Write ``training_state()`` (plus ``extra`` entries, e.g. the best validation PSNR) atomically."""
+        atomic_write(path, lambda tmp: torch.save({**self.training_state(), **(extra or {})}, tmp))
 
-    def load_training_state(self, path: str | os.PathLike) -> None:
-        """Restore everything saved by ``save_training_state`` (our own files: full unpickling is allowed)."""
+    def load_training_state(self, path: str | os.PathLike) -> dict[str, Any]:
+        """Restore a file written by ``save_training_state`` (our own files: full unpickling is allowed).
+
+        Returns the state read (its extra entries included). Raises on an unreadable or truncated file.
+        """
         state = torch.load(path, map_location="cpu", weights_only=False)
+        self.apply_training_state(state)
+        return state
+
+    def apply_training_state(self, state: Mapping[str, Any]) -> None:
+        """Restore a ``training_state()`` dict; its RNG part, when present, too."""
         self.net.load_state_dict(state["net"], strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -239,12 +271,15 @@ class ModelFBCNN:
         if self.ema is not None:
             self.ema.load_state_dict(state.get("ema", state["net"]))
         self.step, self.epoch, self.epoch_batches = int(state["step"]), int(state["epoch"]), int(state["epoch_batches"])
-        rng = state["rng"]
+        rng = state.get("rng")
+        if rng is None:
+            return
         torch.set_rng_state(rng["torch"])
         np.random.set_state(rng["numpy"])
         random.setstate(rng["python"])
-        if rng["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        if rng["cuda"] and torch.cuda.is_available():  # a state saved with more GPUs than visible now
+            for index, cuda_state in enumerate(rng["cuda"][: torch.cuda.device_count()]):
+                torch.cuda.set_rng_state(cuda_state, index)
 
     def load_pretrained(self, path: str | os.PathLike, start_step: int = 0) -> None:
         """Start from saved weights (e.g. a committed model), with a fresh optimizer positioned at ``start_step``."""
@@ -262,4 +297,4 @@ class ModelFBCNN:
 
 
 def loss_is_finite(losses: Mapping[str, float]) -> bool:
-    return all(math.isfinite(v) for v in losses.values())
+    return all(math.isfinite(float(v)) for v in losses.values())

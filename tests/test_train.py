@@ -195,7 +195,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, datasets:
     def poisoned(self, batch):
         losses = original(self, batch)
         if self.step == 25:
-            losses["loss"] = float("nan")
+            losses["loss"] = torch.tensor(float("nan"))
         return losses
 
     monkeypatch.setattr(main_train_fbcnn.ModelFBCNN, "optimize_parameters", poisoned)

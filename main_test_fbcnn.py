@@ -530,6 +530,8 @@ def write_results(results: dict[str, Any], out: Path) -> None:
 def run(opt: dict[str, Any]) -> int:
     """Evaluate one option set; returns the number of failed files."""
     device = pick_device(opt["device"])
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise OptionError(f"device: {opt['device']!r} asks for CUDA, which is not available here; use cpu or auto")
     model, info = build_method(opt, device)
     out = Path(opt["path"]["results"]) / task_name(opt, info["method"])
     out.mkdir(parents=True, exist_ok=True)

@@ -12,15 +12,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import main_test_fbcnn
 from data import dataset_test
 from data.dataset_test import merge_chroma
 from data.degradations import double_jpeg, jpeg
-from models import define_G, load_model, write_state_dict
+from models import ZOO_MODELS, define_G, load_model, write_state_dict
 from tests.conftest import ROOT, make_tiny_fbcnn
 from utils.utils_eval import restore, score
 from utils.utils_image import imread_uint, imsave, rgb2ycbcr
+
+
+@pytest.fixture(autouse=True)
+def _run_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run every test in its tmp folder: a relative default (results/, testsets/) never lands in the checkout."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture
@@ -291,9 +298,11 @@ def test_dominant_mode_without_module_is_a_clear_error(
 ) -> None:
     monkeypatch.setitem(sys.modules, "utils.dominant_qf", None)  # import fails
     status = run_main(
-        "--opt", ROOT / "options/test_fbcnn_gray.json", "--model", tiny_gray_path, "--qf-mode", "dominant"
-    )
+        "--opt", ROOT / "options/test_fbcnn_gray.json", "--model", tiny_gray_path, "--qf-mode", "dominant",
+        "--results", tmp_path / "res",
+    )  # fmt: skip
     assert status == 2 and "dominant_qf" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()  # nothing written to the default results/ folder
 
 
 def test_method_from_netG_options(tmp_path: Path, mini_set: Path) -> None:
@@ -313,3 +322,68 @@ def test_method_from_netG_options(tmp_path: Path, mini_set: Path) -> None:
     gt = imread_uint(mini_set / "baboon.png", 1)
     restored, _ = restore(model, jpeg(gt, 10), 10)
     assert row["psnr"] == pytest.approx(score(gt, restored)["psnr"])
+
+
+def test_model_without_opt_picks_the_defaults_by_channels(
+    tmp_path: Path, tiny_gray_path: Path, tiny_fbcnn_path: Path, mini_set: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """``--model`` alone: the gray options for a 1-channel checkpoint, the colour ones for a 3-channel one."""
+    (mini_set / "broken.png").unlink()
+    for path, channels, task in ((tiny_gray_path, 1, "tiny_gray_single"), (tiny_fbcnn_path, 3, "tiny_color_single")):
+        status = run_main("--model", path, "--testset", f"mini={mini_set}", "--qf", "10", "--results", tmp_path / "r")
+        assert status == 0
+        results = json.loads((tmp_path / "r" / task / "results.json").read_text())
+        assert results["channels"] == channels and results["model_path"] == str(path)
+        assert sorted(r["image"] for r in results["images"]) == ["baboon", "live"]
+    missing = tmp_path / "nope.pth"
+    assert run_main("--model", missing, "--results", tmp_path / "r") == 2
+    assert str(missing) in capsys.readouterr().err
+
+
+def test_fixed_qf_input_end_to_end(tmp_path: Path, mini_set: Path) -> None:
+    """``--qf-input 30``: every image restored at QF 30 (the bundled gray model), pixel for pixel."""
+    (mini_set / "broken.png").unlink()
+    common = ["--model", ZOO_MODELS[1], "--testset", f"mini={mini_set}", "--qf", "10"]
+    assert run_main(*common, "--qf-input", "30", "--results", tmp_path / "fixed") == 0
+    assert run_main(*common, "--results", tmp_path / "blind") == 0
+    out = tmp_path / "fixed" / "fbcnn_gray_small_single_fixed30"
+    results = json.loads((out / "results.json").read_text())
+    assert results["qf_mode"] == "fixed" and {r["qf_used"] for r in results["images"]} == {30}
+    model = load_model(ZOO_MODELS[1])
+    blind_rows = json.loads((tmp_path / "blind" / "fbcnn_gray_small_single" / "results.json").read_text())["images"]
+    for row in results["images"]:
+        gt = imread_uint(next(mini_set.glob(f"{row['image']}.*")), 1)
+        saved = imread_uint(out / row["output"], 1)
+        assert (saved == restore(model, jpeg(gt, 10), 30)[0]).all()
+        blind_row = next(r for r in blind_rows if r["image"] == row["image"])
+        blind = imread_uint(tmp_path / "blind" / "fbcnn_gray_small_single" / blind_row["output"], 1)
+        assert np.abs(saved.astype(int) - blind).mean() > 0.3  # the set QF changed the restoration
+        assert row["psnr"] == pytest.approx(score(gt, saved)["psnr"], abs=1e-6)
+
+
+def test_empty_and_missing_testset_folders(tmp_path: Path, tiny_gray_path: Path, capsys: pytest.CaptureFixture) -> None:
+    empty, missing = tmp_path / "empty", tmp_path / "missing"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    opt = ["--opt", ROOT / "options/test_fbcnn_gray.json", "--model", tiny_gray_path, "--qf", "10"]
+    status = run_main(*opt, "--testset", f"e={empty}", "--testset", f"m={missing}", "--results", tmp_path / "r")
+    assert status == 1  # named failures, not a crash
+    results = json.loads((tmp_path / "r" / "tiny_gray_single" / "results.json").read_text())
+    failures = {f["dataset"]: f for f in results["failures"]}
+    assert failures["m"]["error"] == "test-set folder does not exist" and failures["m"]["file"] == str(missing)
+    assert "no images" in failures["e"]["error"] and failures["e"]["file"] == str(empty)
+    assert results["images"] == []
+    # Every folder of an option file missing, nothing to fall back to: a usage error naming them.
+    sets = ["--set", f'testsets={{"a": "{missing}"}}', "--set", "fallback_testsets={}"]
+    assert run_main(*opt, *sets, "--results", tmp_path / "r2") == 2
+    assert "none of the test-set folders exists" in capsys.readouterr().err
+
+
+def test_device_cuda_without_cuda_is_a_clear_error(
+    tmp_path: Path, tiny_gray_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same on a machine with a GPU
+    args = ["--opt", ROOT / "options/test_fbcnn_gray.json", "--model", tiny_gray_path, "--results", tmp_path / "r"]
+    assert main_test_fbcnn.main([*map(str, args), "--device", "cuda"]) == 2
+    assert "asks for CUDA, which is not available" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

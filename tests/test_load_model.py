@@ -104,3 +104,26 @@ def test_truncated_state_dict_names_missing_keys(tmp_path: Path) -> None:
     torch.save(sd, tmp_path / "partial.pth")
     with pytest.raises(CheckpointError, match="m_up1.1.res.2.bias"):
         load_model(tmp_path / "partial.pth")
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_failed_checkpoint_write_leaves_the_old_file_and_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException
+) -> None:
+    """A save interrupted half-way (disk full, Ctrl-C) keeps the previous checkpoint loadable, leaves no temp file."""
+    path = write_state_dict(make_tiny_fbcnn(1, seed=0).state_dict(), tmp_path / "net.pth")
+    before = path.read_bytes()
+    original_save = torch.save
+
+    def half_save(obj, f, *args, **kwargs) -> None:
+        original_save(obj, f, *args, **kwargs)
+        Path(f).write_bytes(Path(f).read_bytes()[:1000])  # a truncated file on disk
+        raise error
+
+    monkeypatch.setattr(torch, "save", half_save)
+    with pytest.raises(type(error)):
+        write_state_dict(make_tiny_fbcnn(1, seed=1).state_dict(), path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.pth"]
+    assert path.read_bytes() == before
+    monkeypatch.undo()
+    _outputs_equal(make_tiny_fbcnn(1, seed=0), load_model(path), 1)

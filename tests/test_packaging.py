@@ -137,7 +137,8 @@ def test_wheel_installs_and_restores_from_elsewhere(wheel, tmp_path) -> None:
 
 def test_editable_install_finds_the_models_in_the_source(source_copy, tmp_path) -> None:
     python = _venv(tmp_path / "venv")
-    cmd = [str(python), "-m", "pip", "install", "--no-deps", "--no-index", "--no-build-isolation", "-e"]
+    pip = [str(python), "-m", "pip", "install", "--no-deps", "--no-index", "--no-cache-dir"]
+    cmd = [*pip, "--no-build-isolation", "-e"]
     _run([*cmd, str(source_copy)], tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

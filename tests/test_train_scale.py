@@ -212,3 +212,12 @@ def test_two_nodes_killed_and_relaunched_resume_the_same_state(tmp_path: Path, d
     assert records[1]["source"].startswith("resumed from") and records[1]["node_rank"] == 1
     log = (roots[0] / "fbcnn_gray_tiny" / "train.log").read_text()
     assert f"resumed from {states}" in log and "world size 2" in log
+
+
+def test_gpu_smoke_without_cuda_says_so() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: run benchmarks/gpu_smoke.py itself")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_smoke.py")], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and "no CUDA device here" in result.stdout

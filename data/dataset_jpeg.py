@@ -67,7 +67,7 @@ TRAIN_DATASET_DEFAULTS: dict[str, Any] = {
     "gray_cv2_prob": 0.0,  # gray only: fraction of samples whose gray is OpenCV's RGB2GRAY instead of Y
     "cache": "memory",  # "memory": decode every image once at start-up; "none": decode per sample
     "samples_per_epoch": 8000,  # dataset length (patches per epoch); 0 = one patch per image
-    "seed": 0,  # sample i of epoch e is a function of (seed, e, i) only
+    "seed": None,  # sample i of epoch e is a function of (seed, e, i) only; null: the trainer's top-level seed (0 alone)
     "skip_bad_images": False,  # unreadable / too small images: error listing them all, or skip with a warning
     "dataloader_shuffle": True,
     "dataloader_num_workers": 2,
@@ -202,7 +202,9 @@ class DatasetJPEG(Dataset):
             self._fail("cache", f"must be one of {CACHE_MODES}, got {o['cache']!r}")
         if o["samples_per_epoch"] < 0:
             self._fail("samples_per_epoch", f"must be >= 0 (0 = one patch per image), got {o['samples_per_epoch']}")
-        if o["seed"] < 0:
+        if o["seed"] is None:
+            o["seed"] = 0
+        if not isinstance(o["seed"], int) or o["seed"] < 0:
             self._fail("seed", f"must be >= 0, got {o['seed']}")
 
     def _list_images(self) -> list[Path]:

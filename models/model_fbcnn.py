@@ -1,8 +1,10 @@
-"""The FBCNN training step: losses, optimizer, scheduler, AMP, EMA and training-state I/O.
+"""The training step of FBCNN and of any other restoration network: losses, optimizer, scheduler,
+AMP, EMA and training-state I/O.
 
-Loss = L1(restored, H) + lambda * L1(predicted qf, qf label), where the QF term is averaged
-only over samples whose label is known: double-JPEG samples carry a NaN label and are
-masked per sample (the official code looked at the first sample of a batch only).
+Loss = image loss (L1, L2 or Charbonnier) + lambda * L1(predicted qf, qf label), where the QF term is
+averaged only over samples whose label is known: double-JPEG samples carry a NaN label and are
+masked per sample (the official code looked at the first sample of a batch only). A network that
+returns a plain tensor (no ``(restored, qf)`` tuple) trains with the image loss alone.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from models.checkpoint import atomic_write, write_state_dict
+from models.contract import split_output
 from models.select_network import define_G
 
 # Schema of the `train` option section (see utils/utils_option.py). Values are the paper's.
@@ -32,7 +35,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "G_lossfn_type": "l1",  # image loss: l1 | l2 | charbonnier
     "G_lossfn_weight": 1.0,
     "QF_lossfn_weight": 0.1,  # lambda of the QF loss (paper 0.1; official option files 0.001)
-    "G_optimizer_type": "adam",
+    "G_optimizer_type": "adam",  # adam | adamw (decoupled weight decay G_optimizer_wd)
     "G_optimizer_lr": 1e-4,
     "G_optimizer_betas": [0.9, 0.999],
     "G_optimizer_wd": 0.0,
@@ -45,6 +48,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "amp": "none",  # none | bf16 (CPU or CUDA) | fp16 (CUDA)
     "channels_last": False,
     "deterministic": False,  # deterministic kernels: bit-identical reruns and resumes
+    "find_unused_parameters": False,  # DDP: for networks with parameters some steps do not use
     "checkpoint_print": 100,  # log every N iterations
     "checkpoint_save": 5000,  # save weights and training state every N iterations
     "checkpoint_test": 5000,  # validate every N iterations
@@ -116,7 +120,7 @@ def masked_qf_loss(qf_pred: torch.Tensor, qf_label: torch.Tensor, reduction: str
 
 
 class ModelFBCNN:
-    """Owns the network (optionally DDP-wrapped), its optimizer, scheduler, EMA and AMP settings."""
+    """Owns the network (FBCNN or any other, optionally DDP-wrapped), its optimizer, scheduler, EMA and AMP."""
 
     def __init__(
         self, opt_net: Mapping[str, Any], opt_train: Mapping[str, Any], device: torch.device, ddp: bool
@@ -130,12 +134,22 @@ class ModelFBCNN:
         self.net.to(memory_format=self.memory_format)
         self.ema = copy.deepcopy(self.net).eval().requires_grad_(False) if self.opt["E_decay"] > 0 else None
         self.net_ddp: nn.Module = (
-            DistributedDataParallel(self.net, device_ids=[device.index] if device.type == "cuda" else None)
+            DistributedDataParallel(
+                self.net,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=self.opt["find_unused_parameters"],
+            )
             if ddp
             else self.net
         )
-        self.optimizer = torch.optim.Adam(
-            self.net.parameters(),
+        optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+        kind = self.opt["G_optimizer_type"].lower()
+        if kind not in optimizers:
+            raise ValueError(
+                f"train.G_optimizer_type {self.opt['G_optimizer_type']!r} must be one of {sorted(optimizers)}"
+            )
+        self.optimizer = optimizers[kind](
+            [p for p in self.net.parameters() if p.requires_grad],
             lr=self.opt["G_optimizer_lr"],
             betas=tuple(self.opt["G_optimizer_betas"]),
             weight_decay=self.opt["G_optimizer_wd"],
@@ -191,9 +205,12 @@ class ModelFBCNN:
             sync = contextlib.nullcontext() if last or not isinstance(self.net_ddp, DistributedDataParallel) else None
             with sync or self.net_ddp.no_sync():
                 with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                    restored, qf_pred = self.net_ddp(low)
+                    restored, qf_pred = split_output(self.net_ddp(low))
                 l_img = image_loss(restored.float(), high, self.opt["G_lossfn_type"]) / len(batches)
-                l_qf = masked_qf_loss(qf_pred.float(), qf_label, reduction="sum") / n_known
+                if qf_pred is None:  # a network without a QF head trains with the image loss alone
+                    l_qf = torch.zeros((), device=self.device)
+                else:
+                    l_qf = masked_qf_loss(qf_pred.float(), qf_label, reduction="sum") / n_known
                 loss = self.opt["G_lossfn_weight"] * l_img + self.opt["QF_lossfn_weight"] * l_qf
                 self.scaler.scale(loss).backward()
             for key, value in (("loss", loss), ("l_img", l_img), ("l_qf", l_qf)):

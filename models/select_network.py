@@ -2,11 +2,16 @@
 
 Each entry knows how to build its network from option keys (``define_G``) and how to read
 those keys back from a state_dict's tensor shapes (``detect_network``). Adding a method to
-the evaluation harness means adding one entry here.
+the evaluation harness means adding one entry here, or none at all: ``net_type`` may also name
+any class importable from the Python path as ``"package.module:ClassName"``, the researcher's
+own network in their own file. The other ``netG`` keys are that constructor's arguments,
+checked against its signature.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.network_arcnn import ARCNN
 from models.network_deblock import Deblock
 from models.network_dncnn import DnCNN, dncnn_kwargs_from_state_dict
 from models.network_fbcnn import FBCNN
@@ -70,6 +76,15 @@ NETWORKS: dict[str, NetworkSpec] = {
         signature_keys=("model.0.weight", "model.0.bias", "model.2.weight", "model.2.bias"),
         infer_kwargs=dncnn_kwargs_from_state_dict,
     ),
+    "arcnn": NetworkSpec(
+        build=ARCNN,
+        signature_keys=("body.0.weight", "body.2.weight", "body.4.weight", "body.6.weight"),
+        infer_kwargs=lambda state: {
+            "in_nc": state["body.0.weight"].shape[1],
+            "out_nc": state["body.6.weight"].shape[0],
+            "nc": [state[f"body.{i}.weight"].shape[0] for i in (0, 2, 4)],
+        },
+    ),
     "deblock": NetworkSpec(  # parameter-free: built by define_G only, never detected from a file
         build=Deblock,
         signature_keys=(),
@@ -78,15 +93,74 @@ NETWORKS: dict[str, NetworkSpec] = {
 }
 
 
+TRAINING_KEYS = ("init_type", "init_gain")  # netG keys the trainer uses, not the constructor
+
+
+class NetworkOptionError(ValueError):
+    """A ``netG`` section that cannot build a network; the message names the key or the class."""
+
+
+def resolve_network(net_type: str) -> tuple[Callable[..., nn.Module], str]:
+    """``(constructor, display name)`` for a registry name or an importable ``"module:Class"``."""
+    if net_type in NETWORKS:
+        return NETWORKS[net_type].build, net_type
+    if ":" not in net_type:
+        raise NetworkOptionError(
+            f"netG.net_type {net_type!r} is unknown; known types: {sorted(NETWORKS)}, "
+            "or a class importable from the Python path as 'package.module:ClassName'"
+        )
+    module_name, _, class_name = net_type.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, or an error inside the user's module
+        raise NetworkOptionError(f"netG.net_type {net_type!r}: cannot import module {module_name!r}: {exc}") from exc
+    cls = getattr(module, class_name, None)
+    if cls is None or not callable(cls):
+        raise NetworkOptionError(f"netG.net_type {net_type!r}: module {module_name!r} has no class {class_name!r}")
+    return cls, net_type
+
+
+def constructor_arguments(build: Callable[..., nn.Module]) -> tuple[dict[str, Any], bool]:
+    """``({argument: default or inspect.Parameter.empty}, accepts **kwargs)`` of a network constructor."""
+    params = list(inspect.signature(build).parameters.values())
+    named = {
+        p.name: p.default
+        for p in params
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+    return named, any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def check_network_kwargs(build: Callable[..., nn.Module], name: str, kwargs: Mapping[str, Any]) -> None:
+    """NetworkOptionError for a key the constructor does not take, or a required argument left out."""
+    named, open_kwargs = constructor_arguments(build)
+    listing = ", ".join(k if v is inspect.Parameter.empty else f"{k}={v!r}" for k, v in named.items())
+    unknown = [k for k in kwargs if k not in named]
+    if unknown and not open_kwargs:
+        raise NetworkOptionError(f"netG.{unknown[0]}: {name}({listing}) takes no argument {unknown[0]!r}")
+    missing = [k for k, v in named.items() if v is inspect.Parameter.empty and k not in kwargs]
+    if missing:
+        raise NetworkOptionError(f"netG: {name}({listing}) needs netG.{missing[0]}")
+
+
 def define_G(opt_net: Mapping[str, Any]) -> nn.Module:
-    """Build the network described by an options ``netG`` section (``net_type`` plus constructor keys)."""
+    """Build the network described by an options ``netG`` section (``net_type`` plus constructor keys).
+
+    ``net_type`` is a registry name (default ``fbcnn``) or ``"module:Class"``; ``init_type`` and
+    ``init_gain`` are the trainer's and are not passed on.
+    """
     opt_net = dict(opt_net)
-    net_type = opt_net.pop("net_type", "fbcnn")
-    if net_type not in NETWORKS:
-        raise ValueError(f"netG.net_type {net_type!r} is unknown; known types: {sorted(NETWORKS)}")
-    for key in ("init_type", "init_bn_type", "init_gain"):  # training-only keys, used by the trainer
+    build, name = resolve_network(opt_net.pop("net_type", "fbcnn"))
+    for key in TRAINING_KEYS:
         opt_net.pop(key, None)
-    return NETWORKS[net_type].build(**opt_net)
+    check_network_kwargs(build, name, opt_net)
+    try:
+        net = build(**opt_net)
+    except Exception as exc:  # the constructor's own checks (ValueError, TypeError, ...)
+        raise NetworkOptionError(f"netG: {name}(**{opt_net}) failed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(net, nn.Module):
+        raise NetworkOptionError(f"netG: {name} built a {type(net).__name__}, not a torch.nn.Module")
+    return net
 
 
 def detect_network(state: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:

@@ -212,7 +212,13 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, datasets:
         ("train.G_optimizer_lrr=1e-4", "did you mean 'train.G_optimizer_lr'"),
         ('train.total_iter="many"', "'train.total_iter' must be an integer"),
         ("datasets.train.dataroot_H=/no/such/folder", "datasets.train.dataroot_H': folder '/no/such/folder'"),
-        ("netG.in_nc=3", "'netG.in_nc' is 3 but n_channels is 1"),
+        ("netG.in_nc=3", "netG.in_nc is 3 but n_channels is 1"),
+        ("netG.ncc=8", "netG.ncc: fbcnn(in_nc=3, out_nc=3, nc=(64, 128, 256, 512), nb=4"),
+        ("netG.net_type=dncnn", "netG.qf_dim: dncnn(in_nc=1, out_nc=1, nc=64, nb=20, act_mode='R') takes no argument"),
+        ("netG.net_type=no_such_module:Net", "cannot import module 'no_such_module'"),
+        ("netG.net_type=torch.nn:NoSuchClass", "module 'torch.nn' has no class 'NoSuchClass'"),
+        ("netG.net_type=torch.nn:Flatten", "netG.nc: torch.nn:Flatten(start_dim=1, end_dim=-1) takes no argument"),
+        ("train.amp=fp16", "'train.amp' fp16 needs CUDA"),
     ],
 )
 def test_bad_options_are_named(override: str, message: str, capsys) -> None:

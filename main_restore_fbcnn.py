@@ -8,7 +8,9 @@ Examples::
     python main_restore_fbcnn.py big.jpg -o big_restored.png --tile 512 --model fbcnn_color.pth
 
 Images are read with Pillow: EXIF orientation is applied, alpha is carried through untouched,
-16-bit, CMYK and palette images are converted to 8-bit RGB/gray with a warning. A gray model on
+CMYK and palette images are converted to 8-bit RGB/gray with a warning. 16-bit PNG/TIFF images
+(gray or colour, read with OpenCV, which keeps all 16 bits) are restored in float and written as
+16-bit PNG/TIFF: nothing is rounded to 8 bits on the way. A gray model on
 a colour image restores its Y channel (MATLAB YCbCr) and keeps Cb/Cr; a colour model on a gray
 image restores the replicated RGB image and returns gray. Every output is written atomically.
 Exit status: 0 when all files were restored, 1 when any failed, 2 for a usage or model error.
@@ -28,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image, ImageOps
@@ -54,16 +57,55 @@ SUFFIX_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp",
 # --------------------------------------------------------------------------------------
 @dataclass
 class LoadedImage:
-    """An image as read: uint8 ``H x W x C`` pixels (C = 1 gray or 3 RGB) and what came with them."""
+    """An image as read: ``H x W x C`` pixels (C = 1 gray or 3 RGB) and what came with them.
+
+    ``pixels`` are uint8 in [0, 255], or uint16 in [0, 65535] for 16-bit PNG/TIFF files.
+    """
 
     pixels: np.ndarray
-    alpha: np.ndarray | None = None  # uint8 H x W, carried through untouched
+    alpha: np.ndarray | None = None  # H x W, the dtype of ``pixels``, carried through untouched
     icc_profile: bytes | None = None  # kept for the output when the pixels were not colour-converted
     notes: list[str] = field(default_factory=list)  # conversions made, logged as warnings
 
 
+# EXIF orientation (tag 274) -> how to make the pixels upright: (transpose first, then rotate k x 90 deg clockwise)
+_ORIENTATIONS = {2: (False, 0, True), 3: (False, 2, False), 4: (False, 2, True), 5: (True, 0, False),
+                 6: (False, 1, False), 7: (True, 2, False), 8: (False, 3, False)}  # fmt: skip
+
+
+def _upright(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1..8) to ``H x W (x C)`` pixels, as ``ImageOps.exif_transpose`` does."""
+    if orientation not in _ORIENTATIONS:
+        return arr
+    transpose, quarter_turns, mirror = _ORIENTATIONS[orientation]
+    if transpose:
+        arr = arr.swapaxes(0, 1)
+    arr = np.rot90(arr, -quarter_turns)  # clockwise
+    if mirror:
+        arr = arr[:, ::-1]
+    return np.ascontiguousarray(arr)
+
+
+def _read_16bit(path: Path, orientation: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """A 16-bit PNG/TIFF through OpenCV (Pillow keeps only 8 bits of 16-bit colour): uint16 gray/RGB + alpha."""
+    arr = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.dtype != np.uint16:
+        raise ImageReadError(f"{path}: not a readable 16-bit image")
+    arr = _upright(arr if arr.ndim == 3 else arr[:, :, None], orientation)
+    channels = arr.shape[2]
+    if channels in (3, 4):
+        arr = np.concatenate([arr[:, :, 2::-1], arr[:, :, 3:]], axis=2)  # BGR(A) -> RGB(A)
+    elif channels not in (1, 2):
+        raise ImageReadError(f"{path}: 16-bit image with {channels} channels is not supported")
+    alpha = arr[:, :, -1].copy() if channels in (2, 4) else None
+    pixels = np.ascontiguousarray(arr[:, :, :-1] if alpha is not None else arr)
+    return pixels, alpha
+
+
 def read_image(path: str | Path) -> LoadedImage:
-    """Read an image with Pillow, upright (EXIF orientation), as 8-bit gray or RGB plus optional alpha.
+    """Read an image with Pillow, upright (EXIF orientation), as gray or RGB plus optional alpha.
+
+    8-bit images (and palette, CMYK, ... converted) give uint8 pixels; 16-bit PNG/TIFF give uint16 pixels.
 
     Raises ``ImageReadError`` naming the file for unreadable, truncated or unsupported images.
     """
@@ -72,6 +114,7 @@ def read_image(path: str | Path) -> LoadedImage:
         with Image.open(path) as im:
             sixteen_bit = im.mode.startswith("I;16") or any(";16" in str(tile.args) for tile in im.tile)
             im.load()  # decode now, so truncated files fail here
+            orientation = int(im.getexif().get(274, 1) or 1)
             im = ImageOps.exif_transpose(im)
     except FileNotFoundError as exc:
         raise ImageReadError(f"{path}: file does not exist") from exc
@@ -79,12 +122,13 @@ def read_image(path: str | Path) -> LoadedImage:
         raise ImageReadError(f"{path}: not a readable image ({exc})") from exc
 
     notes, icc = [], im.info.get("icc_profile")
+    if sixteen_bit and im.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N", "L", "LA", "RGB", "RGBA"):
+        raise ImageReadError(f"{path}: 16-bit {im.mode} images are not supported")
     if sixteen_bit:
-        notes.append("16-bit image converted to 8 bits")
+        pixels, alpha = _read_16bit(path, orientation)
+        return LoadedImage(pixels, alpha, icc, notes)
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-        if not sixteen_bit:
-            raise ImageReadError(f"{path}: 32-bit integer images are not supported")
-        im = Image.fromarray(np.round(np.asarray(im, dtype=np.float64) / 257.0).astype(np.uint8))
+        raise ImageReadError(f"{path}: 32-bit integer images are not supported")
     elif im.mode == "F":
         raise ImageReadError(f"{path}: floating-point images are not supported")
     elif im.mode in ("P", "PA"):
@@ -118,8 +162,18 @@ def write_image(
     quality: int = 95,
     icc_profile: bytes | None = None,
 ) -> list[str]:
-    """Write uint8 ``H x W x C`` pixels (+ alpha) atomically in ``fmt`` (a ``FORMATS`` key); returns warnings."""
+    """Write ``H x W x C`` pixels (+ alpha) atomically in ``fmt`` (a ``FORMATS`` key); returns warnings.
+
+    uint8 pixels are written by Pillow; uint16 ones as 16-bit PNG/TIFF by OpenCV (without the ICC
+    profile, which it cannot store), or rounded to 8 bits, with a warning, for JPEG/WebP.
+    """
     notes = []
+    if pixels.dtype == np.uint16 and fmt in ("png", "tif"):
+        return notes + _write_16bit(path, pixels, alpha, fmt, icc_profile)
+    if pixels.dtype == np.uint16:
+        notes.append(f"16-bit result rounded to 8 bits: {fmt} stores 8 bits (use png or tif)")
+        pixels = to_uint8(pixels)
+        alpha = None if alpha is None else to_uint8(alpha)
     if alpha is not None and fmt == "jpg":
         alpha = None
         notes.append("alpha channel dropped: JPEG cannot store it")
@@ -136,6 +190,29 @@ def write_image(
     im.save(buffer, format=pil_format, **params)
     atomic_write(path, lambda tmp: _write_readable(tmp, buffer.getvalue()))
     return notes
+
+
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """uint16 in [0, 65535] -> uint8 in [0, 255] (x / 257, rounded); uint8 is returned as it is."""
+    if pixels.dtype == np.uint8:
+        return pixels
+    return np.round(pixels.astype(np.float32) / np.float32(257.0)).astype(np.uint8)
+
+
+def _write_16bit(
+    path: str | Path, pixels: np.ndarray, alpha: np.ndarray | None, fmt: str, icc: bytes | None
+) -> list[str]:
+    """uint16 gray/RGB (+ alpha) -> a 16-bit PNG or TIFF, atomically."""
+    planes = pixels if alpha is None else np.concatenate([pixels, alpha[:, :, None].astype(np.uint16)], axis=2)
+    if planes.shape[2] in (3, 4):
+        planes = np.concatenate([planes[:, :, 2::-1], planes[:, :, 3:]], axis=2)  # RGB(A) -> BGR(A)
+    elif planes.shape[2] == 2:  # gray + alpha: OpenCV writes no LA, store it as BGRA
+        planes = np.concatenate([np.repeat(planes[:, :, :1], 3, axis=2), planes[:, :, 1:]], axis=2)
+    ok, encoded = cv2.imencode(FORMATS[fmt][1], np.ascontiguousarray(planes))
+    if not ok:
+        raise OSError(f"{path}: could not encode a 16-bit {fmt}")
+    atomic_write(path, lambda tmp: _write_readable(tmp, encoded.tobytes()))
+    return ["ICC profile not kept (16-bit output)"] if icc else []
 
 
 def _write_readable(path: Path, data: bytes) -> None:
@@ -207,23 +284,36 @@ def resolve_model_path(model: str | None, gray: bool) -> Path:
 # Restoring one image
 # --------------------------------------------------------------------------------------
 def to_model_channels(pixels: np.ndarray, channels: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """The image the network sees (C = ``channels``) and, for colour input to a gray model, its YCbCr."""
+    """The image the network sees (C = ``channels``) and, for colour input to a gray model, its YCbCr.
+
+    uint8 pixels give uint8 YCbCr (MATLAB's, rounded); uint16 pixels give float64 YCbCr in [0, 1] (kept
+    unrounded: the chroma stays at full precision) and the Y the network sees as uint16.
+    """
     if pixels.shape[2] == channels:
         return pixels, None
     if channels == 3:  # gray image, colour model
         return np.repeat(pixels, 3, axis=2), None
+    if pixels.dtype == np.uint16:  # colour image, gray model: restore Y, keep Cb/Cr, all in float
+        ycbcr = rgb2ycbcr(pixels.astype(np.float64) / 65535.0, only_y=False)
+        y = np.clip(np.round(ycbcr[:, :, :1] * 65535.0), 0, 65535).astype(np.uint16)
+        return np.ascontiguousarray(y), ycbcr
     ycbcr = rgb2ycbcr(pixels, only_y=False)  # colour image, gray model: restore Y, keep Cb/Cr
     return np.ascontiguousarray(ycbcr[:, :, :1]), ycbcr
 
 
 def from_model_channels(restored: np.ndarray, in_channels: int, ycbcr: np.ndarray | None) -> np.ndarray:
-    """Back to the input's channels: Y merged with the kept Cb/Cr, or RGB averaged back to gray."""
+    """Back to the input's channels: Y merged with the kept Cb/Cr, or RGB averaged back to gray (same dtype)."""
+    top = 65535.0 if restored.dtype == np.uint16 else 255.0
     if ycbcr is not None:
         ycbcr = ycbcr.copy()
+        if restored.dtype == np.uint16:
+            ycbcr[:, :, 0] = restored[:, :, 0] / 65535.0
+            return np.clip(np.round(ycbcr2rgb(ycbcr) * 65535.0), 0, 65535).astype(np.uint16)
         ycbcr[:, :, 0] = restored[:, :, 0]
         return ycbcr2rgb(ycbcr)
     if restored.shape[2] == 3 and in_channels == 1:
-        return np.round(restored.astype(np.float32).mean(axis=2, keepdims=True)).astype(np.uint8)
+        mean = np.round(restored.astype(np.float32).mean(axis=2, keepdims=True))
+        return np.clip(mean, 0, top).astype(restored.dtype)
     return restored
 
 
@@ -239,15 +329,45 @@ def _dominant_qf_estimator() -> Callable | None:
 
 
 def choose_qf(mode: str, qf: int | None, pixels: np.ndarray, name: str) -> tuple[float | None, str]:
-    """The QF to restore for (None = blind) and how it was chosen, for the log."""
+    """The QF to restore for (None = blind) and how it was chosen, for the log. ``pixels``: uint8 or uint16."""
     if mode == "fixed":
         return float(qf), "set"
     if mode == "dominant" and (estimate := _dominant_qf_estimator()) is not None:
-        found = estimate(pixels).qf
+        found = estimate(to_uint8(pixels)).qf
         if found is not None:
             return float(found), "dominant"
         log.info("%s: no dominant QF found; using blind mode", name)
     return None, "predicted"
+
+
+def restore_pixels(
+    model: nn.Module,
+    pixels: np.ndarray,
+    qf: float | None,
+    *,
+    phase: tuple[int, int] | None = None,
+    tile: int | None = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+    bf16: bool = False,
+    channels_last: bool = False,
+    progress: bool = False,
+) -> tuple[np.ndarray, float | None]:
+    """Restore gray or RGB ``H x W x C`` pixels (uint8, or uint16 kept 16-bit) with any model, as the CLI does.
+
+    The image is brought to the model's channels (``to_model_channels``), its JPEG grid put at the origin when
+    ``phase`` is given (``utils.grid_align``), restored in tiles with one global QF (``utils.tiling``; ``qf`` is a
+    JPEG quality 1..100, None = predicted) and brought back. Returns (restored pixels of the input's dtype and
+    channels, the QF used or None).
+    """
+    x, ycbcr = to_model_channels(pixels, model_channels(model))
+
+    def run(img: np.ndarray) -> tuple[np.ndarray, float | None]:
+        return restore_tiled(
+            model, img, qf, tile=tile, overlap=overlap, bf16=bf16, channels_last=channels_last, progress=progress
+        )
+
+    restored, qf_used = restore_grid_aligned(run, x, phase)
+    return from_model_channels(restored, pixels.shape[2], ycbcr), qf_used
 
 
 def restore_file(
@@ -257,26 +377,24 @@ def restore_file(
     img = read_image(src)
     for note in img.notes:
         log.warning("%s: %s", src, note)
+    if img.pixels.dtype == np.uint16 and bf16 and args.bf16 is None:
+        bf16 = False  # bf16 keeps 8 significant bits: 16-bit images run in float32 unless --bf16 is given
+        log.info("%s: 16-bit image: restored in float32 (--bf16 to force bf16)", src)
     qf, how = choose_qf(args.qf_mode, args.qf, img.pixels, str(src))
-    x, ycbcr = to_model_channels(img.pixels, model_channels(model))
-    phase = estimate_grid_phase(img.pixels).phase if args.grid_align else None
+    phase = estimate_grid_phase(to_uint8(img.pixels)).phase if args.grid_align else None
     if phase not in (None, (0, 0)):
         log.info("%s: JPEG grid at phase %s: padded to put it at the origin", src, phase)
-
-    def run(pixels: np.ndarray) -> tuple[np.ndarray, float | None]:
-        return restore_tiled(
-            model,
-            pixels,
-            qf,
-            tile=args.tile or None,
-            overlap=args.tile_overlap,
-            bf16=bf16,
-            channels_last=args.channels_last,
-            progress=True,
-        )
-
-    restored, qf_used = restore_grid_aligned(run, x, phase)
-    pixels = from_model_channels(restored, img.pixels.shape[2], ycbcr)
+    pixels, qf_used = restore_pixels(
+        model,
+        img.pixels,
+        qf,
+        phase=phase,
+        tile=args.tile or None,
+        overlap=args.tile_overlap,
+        bf16=bf16,
+        channels_last=args.channels_last,
+        progress=True,
+    )
     for note in write_image(dst, pixels, img.alpha, fmt, args.quality, img.icc_profile):
         log.warning("%s: %s", dst, note)
     return qf_used, how

@@ -207,11 +207,11 @@ def test_bad_inputs_are_reported_and_others_processed(tmp_path, crops, tiny_fbcn
     assert any("notes.png" in e for e in errors)
     assert any("missing.jpg" in e and "does not exist" in e for e in errors)
     assert sorted(p.name for p in out.iterdir()) == ["cmyk.png", "deep16.png", "good.png", "palette.png", "tiny.png"]
-    assert "16-bit image converted to 8 bits" in caplog.text
+    assert "16-bit image converted to 8 bits" not in caplog.text  # 16-bit stays 16-bit (tests/test_restore_16bit.py)
     assert "CMYK image converted to RGB" in caplog.text and "palette image converted" in caplog.text
     assert imread_uint(out / "tiny.png", 3).shape == (5, 3, 3)
-    deep = imread_uint(out / "deep16.png", 3)
-    assert deep.dtype == np.uint8 and deep.shape == crops["caps"].shape
+    deep = cv2.imread(str(out / "deep16.png"), cv2.IMREAD_UNCHANGED)
+    assert deep.dtype == np.uint16 and deep.shape == crops["caps"].shape
 
 
 def test_dominant_mode_falls_back_to_blind(tmp_path, crops, monkeypatch, caplog) -> None:

@@ -23,8 +23,10 @@ change the output by rounding only (max 1 level). bfloat16 autocast, for hardwar
 bf16 natively (AVX512-BF16/AMX CPUs, CUDA GPUs with bf16), gives 2.1-2.75x together with
 channels_last and deviates by at most 2 levels, 0.17 on average.
 
-Conventions: images are uint8 ``H x W x C``; tensors float in [0, 1]; QFs at this module's
-interface are JPEG qualities (1..100), converted to the network's (100 - QF) / 100 inside.
+Conventions: images are uint8 ``H x W x C`` in [0, 255] or uint16 in [0, 65535] (16-bit PNG/TIFF:
+scaled to the same [0, 1] floats and never rounded to 8 bits on the way; the output has the input's
+dtype); tensors float in [0, 1]; QFs at this module's interface are JPEG qualities (1..100),
+converted to the network's (100 - QF) / 100 inside.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from tqdm import tqdm
 
 from data.degradations import label_to_qf, qf_to_label
 from utils.utils_image import tensor2uint, uint2tensor4
+
+_PIXEL_MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 GRID = 8  # tiles start on multiples of the JPEG block size / the network's total downsampling
 DEFAULT_TILE = 512
@@ -113,6 +117,24 @@ def forward(
     with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         restored, qf = model(x, qf_input, **kwargs)
     return restored.float(), None if qf is None else qf.float()
+
+
+def _to_tensor(img: np.ndarray) -> torch.Tensor:
+    """uint8 or uint16 ``H x W x C`` -> float32 ``[1, C, H, W]`` in [0, 1] (16-bit: divided by 65535)."""
+    if img.dtype == np.uint8:
+        return uint2tensor4(img)
+    if img.dtype not in _PIXEL_MAX:
+        raise TypeError(f"expected a uint8 or uint16 image, got {img.dtype}")
+    chw = np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32) / np.float32(65535.0)
+    return torch.from_numpy(chw).unsqueeze(0)
+
+
+def _from_tensor(tensor: torch.Tensor, dtype: np.dtype) -> np.ndarray:
+    """Float ``[1, C, H, W]`` in [0, 1] -> ``H x W x C`` of ``dtype`` (uint8 or uint16), clamped and rounded."""
+    if np.dtype(dtype) == np.uint8:
+        return tensor2uint(tensor)
+    t = tensor.detach().float()[0].clamp(0, 1).mul(65535.0).round()
+    return t.cpu().permute(1, 2, 0).numpy().astype(np.uint16)
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -190,7 +212,7 @@ def estimate_qf(
     bf16: bool = False,
     channels_last: bool = False,
 ) -> float | None:
-    """The QF (1..100) predicted for a uint8 image as a whole: the mean label over ``n_tiles`` tiles.
+    """The QF (1..100) predicted for a uint8 (or uint16) image as a whole: the mean label over ``n_tiles`` tiles.
 
     The tiles are ``tile x tile`` crops on the 8x8 grid spread evenly over the image (for 4:
     centred in the four quadrants); an image that fits in one tile is predicted whole. None for networks
@@ -199,7 +221,7 @@ def estimate_qf(
     h, w = img.shape[:2]
     labels = []
     for y, x in _spread_tiles(h, w, tile, n_tiles):
-        patch = uint2tensor4(img[y : y + tile, x : x + tile]).to(_device(model))
+        patch = _to_tensor(img[y : y + tile, x : x + tile]).to(_device(model))
         _, qf = forward(model, patch, bf16=bf16, channels_last=channels_last)
         if qf is None:
             return None
@@ -219,21 +241,21 @@ def restore_tiled(
     channels_last: bool = False,
     progress: bool = False,
 ) -> tuple[np.ndarray, float | None]:
-    """Restore a uint8 ``H x W x C`` image (C = the network's channels) tile by tile with one global QF.
+    """Restore a uint8 (or uint16) ``H x W x C`` image (C = the network's channels) tile by tile with one global QF.
 
     ``qf``: JPEG quality to restore for (flexible control), or None to predict it once for the
     whole image (``estimate_qf``). ``tile=None`` or an image that fits in one tile: a single
-    forward pass. Returns the restored uint8 image and the QF used (predicted or given; None if
+    forward pass. Returns the restored image (the input's dtype: uint16 stays 16-bit) and the QF used (predicted or given; None if
     the network predicts none).
     """
     h, w = img.shape[:2]
     device = _device(model)
     if tile is None or (h <= tile and w <= tile):
-        x = uint2tensor4(img).to(device)
+        x = _to_tensor(img).to(device)
         qf_input = None if qf is None else torch.tensor([[qf_to_label(qf)]], device=device)
         restored, qf_pred = forward(model, x, qf_input, bf16=bf16, channels_last=channels_last)
         used = qf if qf is not None else None if qf_pred is None else label_to_qf(qf_pred.mean().item())
-        return tensor2uint(restored), used
+        return _from_tensor(restored, img.dtype), used
 
     overlap = math.ceil(overlap / GRID) * GRID
     if qf is None:
@@ -246,7 +268,7 @@ def restore_tiled(
     bar = tqdm(total=len(ys) * len(xs), desc="tiles", unit="tile", leave=False, disable=not progress)
     for y, ramp_y in zip(ys, ramps_y, strict=True):
         for x, ramp_x in zip(xs, ramps_x, strict=True):
-            patch = uint2tensor4(img[y : y + tile, x : x + tile]).to(device)
+            patch = _to_tensor(img[y : y + tile, x : x + tile]).to(device)
             restored, _ = forward(model, patch, qf_input, bf16=bf16, channels_last=channels_last)
             restored = restored[0].cpu()
             if out is None:
@@ -255,4 +277,4 @@ def restore_tiled(
             out[:, y : y + th, x : x + tw] += restored * ramp_y[:, None] * ramp_x[None, :]
             bar.update()
     bar.close()
-    return tensor2uint(out[None]), qf
+    return _from_tensor(out[None], img.dtype), qf

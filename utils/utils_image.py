@@ -125,10 +125,16 @@ def rgb2ycbcr(img: np.ndarray, only_y: bool = True) -> np.ndarray:
 
 
 def ycbcr2rgb(img: np.ndarray) -> np.ndarray:
-    """Inverse of ``rgb2ycbcr(only_y=False)``: uint8 YCbCr ``H x W x 3`` -> uint8 RGB."""
-    ycc = img.astype(np.float64) - _YCBCR_OFFSET
+    """Inverse of ``rgb2ycbcr(only_y=False)``: uint8 YCbCr ``H x W x 3`` -> uint8 RGB.
+
+    Float input is taken to be in [0, 1] (as ``rgb2ycbcr`` gives it) and gives float RGB in [0, 1], unclipped.
+    """
+    is_uint8 = img.dtype == np.uint8
+    ycc = (img.astype(np.float64) if is_uint8 else img.astype(np.float64) * 255.0) - _YCBCR_OFFSET
     rgb = ycc @ np.linalg.inv(_RGB2YCBCR) * 255.0
-    return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+    if is_uint8:
+        return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+    return (rgb / 255.0).astype(img.dtype)
 
 
 def uint2tensor4(img: np.ndarray) -> torch.Tensor:

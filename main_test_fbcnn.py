@@ -34,7 +34,10 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from data.dataset_test import PROTOCOLS, SKIMAGE_SET, DatasetTest, Degradation, make_degradations, merge_chroma
 from models import ZOO_MODELS, CheckpointError, define_G, load_model, read_state_dict
+from models.contract import PerQFModels, as_restorer
+from models.select_network import NetworkOptionError, network_options
 from utils.grid_align import estimate_grid_phase, restore_grid_aligned
+from utils.tiling import restore_tiled
 from utils.utils_eval import model_channels, pick_device, restore, score
 from utils.utils_image import ImageReadError, imsave
 from utils.utils_logger import get_logger
@@ -59,9 +62,13 @@ QF_MODES = ("blind", "fixed", "dominant", "oracle")
 SCHEMA: dict[str, Any] = {
     "task": "",  # results sub-folder; "" -> <method>_<protocol>[_<qf_mode>]
     "method": "",  # name in results and reports; "" -> checkpoint file name, or netG.net_type
-    "model_path": None,  # checkpoint; None (and no netG) -> models.ZOO_MODELS[n_channels]
+    "model_path": None,  # checkpoint, or {"10": a.pth, "20": b.pth}: one model per QF, one method (qf_mode oracle)
     "n_channels": 1,  # which bundled model when model_path is None: 1 gray, 3 colour
-    "netG": None,  # or a network built with models.define_G, e.g. {"net_type": "deblock", "in_nc": 1}
+    "netG": None,  # a network to build (models.define_G), e.g. {"net_type": "deblock"} or {"net_type": "my.mod:Net"},
+    # loading model_path into it when given; without netG, load_model detects the architecture (spandrel too)
+    "tile": 0,  # restore in tiles of this size with one global QF (as the restore CLI); 0 = whole images
+    "tile_overlap": 64,
+    "bf16": False,  # bfloat16 autocast (CUDA, or CPUs with native bf16) for large networks
     "device": "auto",  # auto (CUDA when available) | cpu | cuda | cuda:1 ...
     "protocol": "single",  # single | double | real
     "qfs": [10, 20, 30, 40],  # single JPEG qualities
@@ -137,7 +144,7 @@ def cli_overrides(args: argparse.Namespace) -> list[str]:
     """The command line as ``key=JSON`` overrides, applied after the option file and --set."""
     pairs: dict[str, Any] = {}
     if args.model:
-        pairs["model_path"], pairs["netG"] = args.model, None
+        pairs["model_path"] = args.model  # with the option file's netG, if any, that network loads the file
     if args.testset:
         sets = {}
         for item in args.testset:
@@ -205,6 +212,24 @@ def load_options(path: str | Path | None, overrides: Sequence[str] = ()) -> dict
     for key in ("testsets", "fallback_testsets"):
         check(all(isinstance(v, str) for v in opt[key].values()), key, "must map names to folder paths")
     check(opt["netG"] is None or isinstance(opt["netG"], dict), "netG", 'must be an object like {"net_type": ...}')
+    per_qf = isinstance(opt["model_path"], dict)
+    check(
+        not per_qf or (opt["model_path"] and all(k.isdigit() and is_qf(int(k)) for k in opt["model_path"])),
+        "model_path",
+        'must be a checkpoint path or a {"QF": path} map of JPEG qualities to checkpoints',
+    )
+    check(opt["model_path"] is None or per_qf or isinstance(opt["model_path"], str), "model_path", "must be a path")
+    if per_qf and opt["qf_mode"] == "blind":  # a non-blind method: each image goes to the model of its QF
+        opt["qf_mode"] = "oracle"
+    check(not per_qf or opt["qf_mode"] in ("oracle", "fixed"), "qf_mode", "must be oracle or fixed for a per-QF map")
+    if per_qf:
+        needed = {opt["qf_input"]} if opt["qf_mode"] == "fixed" else set(opt["qfs"])
+        if opt["protocol"] == "double":
+            needed = {opt["qf_input"]} if opt["qf_mode"] == "fixed" else {p[1] for p in opt["qf_pairs"]}
+        missing = sorted(q for q in needed if str(q) not in opt["model_path"])
+        have = sorted(int(q) for q in opt["model_path"])
+        check(not missing, "model_path", f"has no checkpoint for QF {missing} (it has QFs {have})")
+    check(opt["tile"] == 0 or (opt["tile"] > 0 and opt["tile"] % 8 == 0), "tile", "must be 0 or a multiple of 8")
     return opt
 
 
@@ -212,27 +237,44 @@ def load_options(path: str | Path | None, overrides: Sequence[str] = ()) -> dict
 # The method under test
 # --------------------------------------------------------------------------------------
 def build_method(opt: dict[str, Any], device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
-    """The network to evaluate, from ``netG`` (define_G, optionally with ``model_path`` weights) or a checkpoint.
+    """The network to evaluate, under the harness contract (``models.contract``), and what to record about it.
 
-    Returns ``(model in eval mode on device, info)`` with info = method, net_type, model_path, netG.
+    ``netG`` builds a network (registry name or ``"module:Class"``) and loads ``model_path`` into it;
+    otherwise ``load_model`` reads the checkpoint (our registry, then spandrel); a ``{QF: path}`` map makes
+    one method of one model per QF. Returns ``(model in eval mode on device, info)`` with info = method,
+    net_type (spandrel's architecture name for its models), model_path, netG.
     """
     path = opt["model_path"]
+    if isinstance(path, dict):
+        single = [build_method({**opt, "model_path": p}, device) for p in path.values()]
+        model = PerQFModels({int(q): m for q, (m, _) in zip(path, single, strict=True)}).to(device).eval()
+        net_types = sorted({i["net_type"] for _, i in single})
+        method = opt["method"] or "per_qf_" + "_".join(net_types)
+        return model, {"method": method, "net_type": "+".join(net_types), "model_path": path, "netG": opt["netG"]}
     if opt["netG"]:
-        model = define_G(opt["netG"])
-        net_type = opt["netG"].get("net_type", "fbcnn")
+        try:
+            channels = opt["netG"].get("in_nc") or opt["n_channels"]  # netG's own channels win here
+            net_opt = network_options(opt["netG"], channels)
+            model = define_G(net_opt)
+        except NetworkOptionError as exc:
+            raise OptionError(f"option {exc}") from None
+        net_type = net_opt["net_type"]
         if path:
             if not Path(path).is_file():
                 raise ModelMissingError(f"{path}: checkpoint for netG does not exist")
-            model.load_state_dict(read_state_dict(path), strict=True)
-        model = model.to(device).eval()
+            try:
+                model.load_state_dict(read_state_dict(path), strict=True)
+            except RuntimeError as exc:
+                raise CheckpointError(f"{path}: does not fit netG {net_type}: {exc}") from exc
+        model = as_restorer(model).to(device).eval()
     else:
         path = path or ZOO_MODELS[opt["n_channels"]]
         if not Path(path).is_file():
             bundled = "" if opt["model_path"] else " (the bundled model: see model_zoo/README.md, or pass --model)"
             raise ModelMissingError(f"{path}: model file does not exist{bundled}")
-        model = load_model(path, device)
+        model = as_restorer(load_model(path, device))
         net_type = getattr(model, "net_type", type(model).__name__.lower())
-    method = opt["method"] or (Path(path).stem if path else net_type)
+    method = opt["method"] or (Path(path).stem if path else net_type.rsplit(":", 1)[-1])
     return model, {
         "method": method,
         "net_type": net_type,
@@ -396,13 +438,22 @@ def evaluate_item(
     """Restore (in the ``qf_mode``) and score one item; returns its results row and comparison panels."""
     deg: Degradation = ds.degradation
     low, gt, chroma = item["L"], item["H"], item["chroma"]
-    qf_used, qf_info = select_qf(opt, low, deg, estimator)
+    # FBCNN-D reads the image as the restore CLI does: the colour image itself, not MATLAB's Y of it
+    qf_used, qf_info = select_qf(opt, low if chroma is None else merge_chroma(low, chroma), deg, estimator)
+
+    def run_model(img: np.ndarray) -> tuple[np.ndarray, float | None]:
+        if opt["tile"] or opt["bf16"]:  # the restore CLI's path: tiles with one global QF, bf16 autocast
+            return restore_tiled(
+                model, img, qf_used, tile=opt["tile"] or None, overlap=opt["tile_overlap"], bf16=opt["bf16"]
+            )
+        return restore(model, img, qf_used)
+
     if opt["grid_align"]:
         phase = estimate_grid_phase(low).phase
-        restored, predicted = restore_grid_aligned(lambda img: restore(model, img, qf_used), low, phase)
+        restored, predicted = restore_grid_aligned(run_model, low, phase)
         qf_info["grid_phase"] = list(phase) if phase is not None else None
     else:
-        restored, predicted = restore(model, low, qf_used)
+        restored, predicted = run_model(low)
     note = ""
     if chroma is not None:
         note = "colour image, gray model: restored Y, kept the original CbCr"
@@ -569,8 +620,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = cli_overrides(args)
         if args.opt:
             option_files = [Path(args.opt)]
-        elif args.model:  # pick the gray or colour defaults by the checkpoint's channels
+        elif args.model and not any(o.startswith("netG") for o in args.set):
+            # pick the gray or colour defaults by the checkpoint's channels
             option_files = [DEFAULT_OPTIONS[0] if model_channels(load_model(args.model)) == 1 else DEFAULT_OPTIONS[1]]
+        elif args.model:  # a network of the user's (--set netG.net_type=...): gray unless --set n_channels=3
+            option_files = [DEFAULT_OPTIONS[0]]
         else:
             option_files = default_option_files(overrides)
         options = [load_options(path, overrides) for path in option_files]

@@ -30,32 +30,15 @@ from torch.utils.data import DataLoader, DistributedSampler
 from data.dataset_jpeg import TRAIN_DATASET_DEFAULTS, DatasetError, DatasetJPEG, worker_init_fn
 from data.degradations import jpeg
 from models.checkpoint import atomic_write
-from models.contract import as_restorer, split_output
+from models.contract import as_restorer
 from models.model_fbcnn import TRAIN_DEFAULTS, ModelFBCNN
 from models.network_fbcnn import controller_live_units
-from models.select_network import (
-    TRAINING_KEYS,
-    NetworkOptionError,
-    check_network_kwargs,
-    constructor_arguments,
-    define_G,
-    resolve_network,
-)
+from models.select_network import NetworkOptionError, check_network_forward, network_options
 from utils.utils_dist import DistInfo, all_ranks_true, barrier, broadcast_object, cleanup, init_dist, reduce_mean
 from utils.utils_eval import restore, score
 from utils.utils_image import imread_uint, list_images, uint2tensor4
 from utils.utils_logger import get_logger
 from utils.utils_option import OptionError, parse_options
-
-# ``netG``: ``net_type`` (a registry name or "package.module:ClassName"), the trainer's init keys, and the
-# constructor's own arguments (checked against its signature; in_nc / out_nc default to n_channels).
-NET_TYPE_DEFAULT = "fbcnn"
-INIT_DEFAULTS = {  # the official FBCNN code and KAIR's DnCNN: orthogonal, gain 0.2; others: PyTorch's init
-    "fbcnn": ("orthogonal", 0.2),
-    "dncnn": ("orthogonal", 0.2),
-}
-INIT_TYPES = ("default", "orthogonal", "kaiming_normal")
-PROBE_SIZE = 16  # the start-up forward check runs the network on a 1 x n_channels x 16 x 16 input
 
 CONTROL_QFS = (10, 90)  # validation compares the output at these set QFs (flexible-control response)
 CONTROL_WEAK_DELTA = 0.1  # uint8 levels: a smaller mean change between them is logged as a weak control
@@ -82,7 +65,7 @@ SCHEMA: dict[str, Any] = {
         "auto_resume": True,
     },
     "datasets": {"train": TRAIN_DATASET_DEFAULTS, "val": VAL_DEFAULTS},
-    "netG": {},  # free-form: see network_options()
+    "netG": {},  # free-form: net_type, init_type, init_gain and the constructor's arguments (select_network)
     "train": TRAIN_DEFAULTS,
 }
 
@@ -120,54 +103,6 @@ def load_train_options(path: str | None, overrides: Sequence[str] = ()) -> dict[
     if pretrained and not resuming and rank0 and not Path(pretrained).is_file():
         raise OptionError(f"{path}: option 'path.pretrained_netG': checkpoint file {pretrained!r} does not exist")
     return opt
-
-
-def network_options(opt_net: dict[str, Any], n_channels: int) -> dict[str, Any]:
-    """The ``netG`` section completed and checked: net_type, init keys, in_nc / out_nc from n_channels.
-
-    Raises NetworkOptionError naming the key: an argument the constructor does not take (with its valid
-    arguments), a missing required one, an unimportable class, channels that contradict n_channels.
-    """
-    net = dict(opt_net)
-    net_type = net.setdefault("net_type", NET_TYPE_DEFAULT)
-    if not isinstance(net_type, str):
-        raise NetworkOptionError(f"netG.net_type must be a string, got {net_type!r}")
-    build, name = resolve_network(net_type)
-    init_type, init_gain = INIT_DEFAULTS.get(net_type, ("default", 1.0))
-    net.setdefault("init_type", init_type)
-    net.setdefault("init_gain", init_gain)
-    if net["init_type"] not in INIT_TYPES:
-        raise NetworkOptionError(f"netG.init_type {net['init_type']!r} must be one of {list(INIT_TYPES)}")
-    named, _ = constructor_arguments(build)
-    for key in ("in_nc", "out_nc"):
-        if key not in named:
-            continue
-        if net.get(key) is None:
-            net[key] = n_channels
-        elif net[key] != n_channels:
-            raise NetworkOptionError(f"netG.{key} is {net[key]} but n_channels is {n_channels}")
-    check_network_kwargs(build, name, {k: v for k, v in net.items() if k not in ("net_type", *TRAINING_KEYS)})
-    return net
-
-
-def check_network_forward(opt_net: dict[str, Any], n_channels: int) -> None:
-    """Build the network and run it on a ``1 x n_channels x 16 x 16`` input: a network that cannot restore a
-    small image is an error at start-up, before any data is decoded."""
-    net = define_G(opt_net).eval()
-    name = opt_net["net_type"]
-    try:
-        with torch.no_grad():
-            restored, _ = split_output(net(torch.rand(1, n_channels, PROBE_SIZE, PROBE_SIZE)))
-    except Exception as exc:  # whatever the user's forward raises
-        raise NetworkOptionError(
-            f"netG: {name}.forward fails on a 1x{n_channels}x{PROBE_SIZE}x{PROBE_SIZE} input: {type(exc).__name__}: {exc}"
-        ) from exc
-    expected = (1, n_channels, PROBE_SIZE, PROBE_SIZE)
-    if tuple(restored.shape) != expected:
-        raise NetworkOptionError(
-            f"netG: {name} maps a {expected} input to {tuple(restored.shape)}; a restoration network must return an "
-            "image of the input's size and channels"
-        )
 
 
 class ResumableSampler(DistributedSampler):

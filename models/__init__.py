@@ -50,16 +50,42 @@ __all__ = [
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """Build the network a checkpoint describes, load it strictly and return it in eval mode.
 
-    The architecture and its sizes (for FBCNN: in_nc, out_nc, nc, nb, qf_dim) are inferred from
-    tensor shapes; `.pth` files are read with ``weights_only=True``. Raises ``CheckpointError``
-    naming the file when it is not a state_dict of a known network.
+    The registry's architectures (FBCNN, DnCNN, ARCNN) and their sizes are inferred from tensor
+    shapes; `.pth` files are read with ``weights_only=True``. Any other checkpoint is handed to
+    spandrel (SwinIR, Swin2SR, SCUNet, DRUNet, ... restoration models at scale 1) and returned under
+    the harness contract (``models.contract.Restorer``). ``model.net_type`` names the architecture
+    (spandrel's name for its models). Raises ``CheckpointError`` naming the file when neither knows it.
     """
     state = read_state_dict(path)
     try:
         net_type, kwargs = detect_network(state)
-        model = NETWORKS[net_type].build(**kwargs)
-        model.load_state_dict(state, strict=True)
-    except (ValueError, KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: {exc}") from exc
-    model.net_type = net_type  # recorded for logs and results
+    except ValueError as ours:
+        model = _load_with_spandrel(path, state, ours)
+    else:
+        try:
+            model = NETWORKS[net_type].build(**kwargs)
+            model.load_state_dict(state, strict=True)
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise CheckpointError(f"{path}: {exc}") from exc
+        model.net_type = net_type  # recorded for logs and results
     return model.to(device).eval()
+
+
+def _load_with_spandrel(path: str | os.PathLike, state: dict[str, torch.Tensor], ours: Exception) -> nn.Module:
+    """A checkpoint of an architecture outside our registry, through spandrel's loaders."""
+    from spandrel import ImageModelDescriptor, ModelLoader
+
+    from models.contract import Restorer
+
+    try:
+        descriptor = ModelLoader().load_from_state_dict(state)
+    except Exception as exc:  # spandrel's UnsupportedModelError, or an error inside an architecture's loader
+        raise CheckpointError(f"{path}: {ours}; spandrel does not recognise it either ({exc})") from exc
+    name = descriptor.architecture.name
+    if not isinstance(descriptor, ImageModelDescriptor) or descriptor.scale != 1:
+        scale = getattr(descriptor, "scale", "?")
+        raise CheckpointError(f"{path}: a {name} model at scale {scale}, not an image-restoration model at scale 1")
+    model = Restorer(descriptor.model, call=descriptor)
+    model.net_type = name
+    model.in_nc = descriptor.input_channels
+    return model

@@ -16,7 +16,15 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["Restorer", "as_restorer", "label_to_qf", "qf_to_label", "split_output", "takes_qf_input"]
+__all__ = [
+    "PerQFModels",
+    "Restorer",
+    "as_restorer",
+    "label_to_qf",
+    "qf_to_label",
+    "split_output",
+    "takes_qf_input",
+]
 
 
 def qf_to_label(qf: int | float) -> float:
@@ -85,3 +93,31 @@ def as_restorer(net: nn.Module) -> nn.Module:
     if isinstance(net, Restorer) or (isinstance(net, contract_types) and takes_qf_input(net)):
         return net
     return Restorer(net)
+
+
+class PerQFModels(nn.Module):
+    """One method made of one model per JPEG quality (non-blind methods such as ARCNN, SwinIR, ART).
+
+    ``forward(x, qf_input)`` restores with the model trained for QF ``round(100 * (1 - qf_input))``;
+    the harness gives it the true QF (``qf_mode`` oracle). It predicts no QF. A QF without a model is
+    an error naming the QFs it has.
+    """
+
+    def __init__(self, models: dict[int, nn.Module]) -> None:
+        super().__init__()
+        if not models:
+            raise ValueError("a per-QF method needs at least one model")
+        self.by_qf = nn.ModuleDict({str(int(qf)): as_restorer(m) for qf, m in sorted(models.items())})
+        self.qfs = sorted(int(q) for q in models)
+        channels = getattr(next(iter(self.by_qf.values())), "in_nc", None)
+        if channels is not None:
+            self.in_nc = int(channels)
+
+    def forward(self, x: torch.Tensor, qf_input: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
+        if qf_input is None:
+            raise ValueError(f"a per-QF method needs the JPEG quality (qf_mode oracle or fixed); it has QFs {self.qfs}")
+        qf = round(label_to_qf(float(qf_input.flatten()[0])))
+        if qf not in self.qfs:
+            raise ValueError(f"this per-QF method has no model for QF {qf}; it has QFs {self.qfs}")
+        restored, _ = self.by_qf[str(qf)](x)
+        return restored, None

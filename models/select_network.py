@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.contract import split_output
 from models.network_arcnn import ARCNN
 from models.network_deblock import Deblock
 from models.network_dncnn import DnCNN, dncnn_kwargs_from_state_dict
@@ -94,6 +95,13 @@ NETWORKS: dict[str, NetworkSpec] = {
 
 
 TRAINING_KEYS = ("init_type", "init_gain")  # netG keys the trainer uses, not the constructor
+NET_TYPE_DEFAULT = "fbcnn"
+INIT_DEFAULTS = {  # the official FBCNN code and KAIR's DnCNN: orthogonal, gain 0.2; others: PyTorch's init
+    "fbcnn": ("orthogonal", 0.2),
+    "dncnn": ("orthogonal", 0.2),
+}
+INIT_TYPES = ("default", "orthogonal", "kaiming_normal")
+PROBE_SIZE = 16  # the start-up forward check runs the network on a 1 x n_channels x 16 x 16 input
 
 
 class NetworkOptionError(ValueError):
@@ -161,6 +169,54 @@ def define_G(opt_net: Mapping[str, Any]) -> nn.Module:
     if not isinstance(net, nn.Module):
         raise NetworkOptionError(f"netG: {name} built a {type(net).__name__}, not a torch.nn.Module")
     return net
+
+
+def network_options(opt_net: dict[str, Any], n_channels: int) -> dict[str, Any]:
+    """The ``netG`` section completed and checked: net_type, init keys, in_nc / out_nc from n_channels.
+
+    Raises NetworkOptionError naming the key: an argument the constructor does not take (with its valid
+    arguments), a missing required one, an unimportable class, channels that contradict n_channels.
+    """
+    net = dict(opt_net)
+    net_type = net.setdefault("net_type", NET_TYPE_DEFAULT)
+    if not isinstance(net_type, str):
+        raise NetworkOptionError(f"netG.net_type must be a string, got {net_type!r}")
+    build, name = resolve_network(net_type)
+    init_type, init_gain = INIT_DEFAULTS.get(net_type, ("default", 1.0))
+    net.setdefault("init_type", init_type)
+    net.setdefault("init_gain", init_gain)
+    if net["init_type"] not in INIT_TYPES:
+        raise NetworkOptionError(f"netG.init_type {net['init_type']!r} must be one of {list(INIT_TYPES)}")
+    named, _ = constructor_arguments(build)
+    for key in ("in_nc", "out_nc"):
+        if key not in named:
+            continue
+        if net.get(key) is None:
+            net[key] = n_channels
+        elif net[key] != n_channels:
+            raise NetworkOptionError(f"netG.{key} is {net[key]} but n_channels is {n_channels}")
+    check_network_kwargs(build, name, {k: v for k, v in net.items() if k not in ("net_type", *TRAINING_KEYS)})
+    return net
+
+
+def check_network_forward(opt_net: dict[str, Any], n_channels: int) -> None:
+    """Build the network and run it on a ``1 x n_channels x 16 x 16`` input: a network that cannot restore a
+    small image is an error at start-up, before any data is decoded."""
+    net = define_G(opt_net).eval()
+    name = opt_net["net_type"]
+    try:
+        with torch.no_grad():
+            restored, _ = split_output(net(torch.rand(1, n_channels, PROBE_SIZE, PROBE_SIZE)))
+    except Exception as exc:  # whatever the user's forward raises
+        raise NetworkOptionError(
+            f"netG: {name}.forward fails on a 1x{n_channels}x{PROBE_SIZE}x{PROBE_SIZE} input: {type(exc).__name__}: {exc}"
+        ) from exc
+    expected = (1, n_channels, PROBE_SIZE, PROBE_SIZE)
+    if tuple(restored.shape) != expected:
+        raise NetworkOptionError(
+            f"netG: {name} maps a {expected} input to {tuple(restored.shape)}; a restoration network must return an "
+            "image of the input's size and channels"
+        )
 
 
 def detect_network(state: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:

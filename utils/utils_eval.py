@@ -1,8 +1,8 @@
 """Restore-and-score primitives shared by the test script, training validation, CLI and benchmarks.
 
-Every registry network follows one contract: ``forward(x, qf_input=None) -> (restored, qf)``
-with ``x`` in [0, 1] ``[B, C, H, W]`` and ``qf`` the predicted (100 - QF) / 100 ``[B, 1]``,
-or ``None`` for methods that do not predict one.
+Every network is called through one contract (``models.contract``): ``forward(x, qf_input=None) ->
+(restored, qf)`` with ``x`` in [0, 1] ``[B, C, H, W]`` and ``qf`` the predicted (100 - QF) / 100
+``[B, 1]``, or ``None`` for methods that do not predict one; others are adapted by ``as_restorer``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from data.degradations import label_to_qf, qf_to_label
+from models.contract import as_restorer
 from utils.utils_image import calculate_psnr, calculate_psnrb, calculate_ssim, tensor2uint, uint2tensor4
 
 
@@ -45,6 +46,7 @@ def restore(model: nn.Module, img: np.ndarray, qf: float | None = None) -> tuple
     Returns the restored uint8 image and the network's predicted QF (in 1..100 units) or None.
     """
     device = model_device(model)
+    model = as_restorer(model)  # any network under the (restored, qf) contract
     x = uint2tensor4(img).to(device)
     qf_input = None if qf is None else torch.tensor([[qf_to_label(qf)]], device=device)
     restored, qf_pred = model(x, qf_input)

@@ -123,7 +123,9 @@ def apply_overrides(options: dict[str, Any], overrides: Iterable[str]) -> dict[s
         node = options
         parts = dotted.strip().split(".")
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
+            if node.get(part) is None:  # a missing or null section (e.g. "netG": null) starts empty
+                node[part] = {}
+            node = node[part]
             if not isinstance(node, dict):
                 raise OptionError(f"override {item!r}: '{part}' is not a section")
         node[parts[-1]] = _parse_value(text)

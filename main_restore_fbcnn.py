@@ -536,7 +536,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = len(errors)
     written: dict[Path, Path] = {}
     with logging_redirect_tqdm():
-        for src, dst in tqdm(list(zip(files, destinations, strict=True)), desc="restoring", unit="img"):
+        pairs = list(zip(files, destinations, strict=True))
+        for src, dst in tqdm(pairs, desc="restoring", unit="img", disable=None):  # no bar when not a terminal
             try:
                 if dst.resolve() == src.resolve():
                     raise ValueError(f"output {dst} would overwrite the input; choose another --output")

@@ -265,7 +265,8 @@ def restore_tiled(
     ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
     ramps_y, ramps_x = _ramps(ys, tile, h, overlap), _ramps(xs, tile, w, overlap)
     out: torch.Tensor | None = None
-    bar = tqdm(total=len(ys) * len(xs), desc="tiles", unit="tile", leave=False, disable=not progress)
+    # progress: a bar on a terminal only (disable=None), so that piped logs stay lines
+    bar = tqdm(total=len(ys) * len(xs), desc="tiles", unit="tile", leave=False, disable=None if progress else True)
     for y, ramp_y in zip(ys, ramps_y, strict=True):
         for x, ramp_x in zip(xs, ramps_x, strict=True):
             patch = _to_tensor(img[y : y + tile, x : x + tile]).to(device)

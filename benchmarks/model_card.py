@@ -10,7 +10,14 @@ beside each figure (PSNR / SSIM / PSNR-B). ``--write`` also replaces that model'
 model_zoo/README.md with exactly what is printed, redraws model_zoo/training_curves.png and writes
 model_zoo/zoo_checks.json: the quick figures tests/test_model_zoo.py re-measures (PSNR gain over the
 JPEG input and predicted QF on the first three LIVE1 images at QF 10, per model, with the model file's
-SHA-256). ``--checks-only`` writes that file alone, without the full evaluation.
+SHA-256, plus the gain at two grid offsets and the flexible-control response). ``--checks-only`` writes
+that file alone, without the full evaluation.
+
+Besides the paper's tables the card measures, on LIVE1 at QF 10 (all images, plain forward):
+- robustness to cropped JPEGs: the gain with the JPEG cropped by ``GRID_OFFSETS`` after compression (its
+  8x8 grid off the origin), without and with grid-aware inference (utils/grid_align.py);
+- the flexible control: the mean output change between set QF 10 and set QF 90 (levels) and the
+  PSNR-B at each, for the QF-10 inputs.
 """
 
 from __future__ import annotations
@@ -38,6 +45,9 @@ CHECK_IMAGES = 3  # the first images (sorted names) of LIVE1_gray / LIVE1_color
 MODELS = {"gray": 1, "color": 3}
 QFS = [10, 20, 30, 40]
 PAIRS = [[30, 10], [50, 10], [50, 30], [10, 10], [30, 30], [50, 50], [10, 30], [10, 50], [30, 50]]
+GRID_OFFSETS = [(0, 0), (1, 1), (4, 4), (3, 6), (7, 2)]  # rows, columns cropped after the JPEG
+CHECK_OFFSETS = [(1, 1), (7, 2)]  # the quick checks' grid offsets
+CONTROL_QFS = (10, 90)  # set QFs compared by the flexible-control check
 
 
 def markers(model: str) -> tuple[str, str]:
@@ -153,6 +163,13 @@ def quick_checks(model: str, testsets: Path) -> dict:
         gain = score(gt, restored)["psnr"] - score(gt, degraded)["psnr"]
         images[image.name] = {"psnr_gain_db": round(gain, 4), "predicted_qf": round(qf, 3)}
     gains = [v["psnr_gain_db"] for v in images.values()]
+    for offset in CHECK_OFFSETS:  # the same images cropped after the JPEG: the grid off the origin
+        for image in list_images(folder)[:CHECK_IMAGES]:
+            gt = imread_uint(image, channels)[offset[0] :, offset[1] :]
+            degraded = jpeg(imread_uint(image, channels), CHECK_QF)[offset[0] :, offset[1] :]
+            gain = score(gt, restore(net, degraded)[0])["psnr"] - score(gt, degraded)["psnr"]
+            images[image.name][f"psnr_gain_db_offset{offset[0]}-{offset[1]}"] = round(gain, 4)
+    control = control_response(net, folder, channels, list_images(folder)[:CHECK_IMAGES])
     return {
         "model": path.name,
         "sha256": sha256(path),
@@ -160,7 +177,81 @@ def quick_checks(model: str, testsets: Path) -> dict:
         "jpeg_qf": CHECK_QF,
         "images": images,
         "mean_psnr_gain_db": round(sum(gains) / len(gains), 4),
+        "control": control,
     }
+
+
+def control_response(net, folder: Path, channels: int, images: list[Path]) -> dict:
+    """Flexible control on QF-10 JPEGs: mean |output(set QF 10) - output(set QF 90)| (uint8 levels) and the
+    mean PSNR-B at each set QF."""
+    import numpy as np
+
+    from data.degradations import jpeg
+    from utils.utils_eval import restore, score
+    from utils.utils_image import imread_uint
+
+    changes, psnrb = [], {qf: [] for qf in CONTROL_QFS}
+    for image in images:
+        gt = imread_uint(image, channels)
+        degraded = jpeg(gt, CHECK_QF)
+        outs = {qf: restore(net, degraded, qf=qf)[0] for qf in CONTROL_QFS}
+        changes.append(float(np.abs(outs[CONTROL_QFS[0]].astype(np.float64) - outs[CONTROL_QFS[1]]).mean()))
+        for qf, out in outs.items():
+            psnrb[qf].append(score(gt, out)["psnrb"])
+    return {
+        "set_qfs": list(CONTROL_QFS),
+        "mean_change_levels": round(float(np.mean(changes)), 4),
+        "psnrb_db": {str(qf): round(float(np.mean(v)), 4) for qf, v in psnrb.items()},
+    }
+
+
+def robustness_table(model: str, testsets: Path, results: Path) -> str:
+    """Gain at each grid offset on LIVE1 QF 10, plain and with grid-aware inference, via the test script."""
+    channels = MODELS[model]
+    folder = "LIVE1_gray" if channels == 1 else "LIVE1_color"
+    opt_file = ROOT / ("options/test_fbcnn_gray.json" if channels == 1 else "options/test_fbcnn_color.json")
+    common = [f"model_path={ZOO_MODELS[channels]}", "save_images=false", "comparison_images=0", "qfs=[10]"]
+    common += ["missing_testsets=fail", "fallback_testsets={}", _testsets(testsets, {"LIVE1": folder})]
+    common.append(f"path.results={results}")
+    gains: dict[tuple, float] = {}
+    for offset in GRID_OFFSETS:
+        for aligned in (False, True):
+            task = f"card_{model}_grid{offset[0]}-{offset[1]}{'_aligned' if aligned else ''}"
+            extra = [f"grid_offset={json.dumps(list(offset))}", f"grid_align={json.dumps(aligned)}", f"task={task}"]
+            opt = main_test_fbcnn.load_options(opt_file, [*common, *extra])
+            if main_test_fbcnn.run(opt) != 0:
+                raise RuntimeError(f"the evaluation {task} failed; see its test.log")
+            row = json.loads((results / task / "results.json").read_text())["averages"][0]
+            gains[(offset, aligned)] = row["psnr"] - row["jpeg_psnr"]
+    ref = gains[((0, 0), False)]
+    lines = [
+        f"**Cropped JPEGs** (LIVE1 {'Y' if channels == 1 else 'RGB'}, QF 10, the JPEG cropped by (rows, columns) after "
+        "compression): PSNR gain over the JPEG input, dB (share of the aligned gain)",
+        "",
+        "| grid offset | plain forward | grid-aware inference |",
+        "|---|---|---|",
+    ]
+    for offset in GRID_OFFSETS:
+        plain, aligned = gains[(offset, False)], gains[(offset, True)]
+        lines.append(
+            f"| {offset} | {plain:+.2f} ({100 * plain / ref:.0f} %) | {aligned:+.2f} ({100 * aligned / ref:.0f} %) |"
+        )
+    return "\n".join(lines)
+
+
+def control_table(model: str, testsets: Path) -> str:
+    from models import load_model
+    from utils.utils_image import list_images
+
+    channels = MODELS[model]
+    folder = testsets / ("LIVE1_gray" if channels == 1 else "LIVE1_color")
+    c = control_response(load_model(ZOO_MODELS[channels]), folder, channels, list_images(folder))
+    a, b = (str(q) for q in CONTROL_QFS)
+    return (
+        f"**Flexible control** (LIVE1, QF-10 JPEGs, all images): setting QF {b} instead of {a} changes the output "
+        f"by {c['mean_change_levels']:.2f} levels on average; PSNR-B {c['psnrb_db'][a]:.2f} dB at set QF {a}, "
+        f"{c['psnrb_db'][b]:.2f} dB at set QF {b}."
+    )
 
 
 def write_checks(models: list[str], testsets: Path) -> None:
@@ -227,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             results = json.loads((args.results / opt["task"] / "results.json").read_text())
             sections.append(table(title, results, paper_id))
+        sections.append(robustness_table(model, args.testsets, args.results))
+        sections.append(control_table(model, args.testsets))
         texts[model] = "\n\n".join(sections)
         print(texts[model] + "\n")
     if args.write:

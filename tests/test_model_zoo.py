@@ -81,6 +81,28 @@ def test_zoo_model_beats_jpeg_on_live1(channels: int, datasets: Path) -> None:
     assert np.mean(gains) >= MIN_GAIN[channels], f"mean gain {np.mean(gains):.2f} dB, per image {gains}"
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_zoo_model_on_cropped_jpegs_and_flexible_control(channels: int, datasets: Path) -> None:
+    """Re-measure the recorded gains with the grid off the origin, and the flexible-control response."""
+    import benchmarks.model_card as card
+
+    checks = recorded_checks(channels)
+    model = load_model(ZOO_MODELS[channels])
+    folder = datasets / "testsets" / checks["testset"]
+    images = list_images(folder)[:3]
+    for dy, dx in card.CHECK_OFFSETS:
+        for path in images:
+            full = imread_uint(path, channels)
+            gt, degraded = full[dy:, dx:], jpeg(full, checks["jpeg_qf"])[dy:, dx:]
+            gain = score(gt, restore(model, degraded)[0])["psnr"] - score(gt, degraded)["psnr"]
+            recorded = checks["images"][path.name][f"psnr_gain_db_offset{dy}-{dx}"]
+            assert gain == pytest.approx(recorded, abs=GAIN_TOLERANCE), (path.name, (dy, dx), gain, recorded)
+    control = card.control_response(model, folder, channels, images)
+    assert control["mean_change_levels"] == pytest.approx(checks["control"]["mean_change_levels"], abs=0.02)
+    for qf, value in checks["control"]["psnrb_db"].items():
+        assert control["psnrb_db"][qf] == pytest.approx(value, abs=GAIN_TOLERANCE), qf
+
+
 def card_cell(model: str, dataset: str, qf: int) -> tuple[float, float, float]:
     """The 'ours' cell (PSNR, SSIM, PSNR-B) of a row in a model's generated section of the card."""
     import benchmarks.model_card as card

@@ -38,10 +38,11 @@ from torch import nn
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from models import ZOO_MODELS, CheckpointError, load_model
+from models import FBCNN, ZOO_MODELS, CheckpointError, load_model
 from models.checkpoint import atomic_write
+from utils.backends import BACKENDS, OrtFBCNN, cached_onnx, choose_backend
 from utils.grid_align import estimate_grid_phase, restore_grid_aligned
-from utils.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, bf16_supported, prepare_model, restore_tiled
+from utils.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, prepare_model, restore_tiled
 from utils.utils_eval import model_channels, pick_device
 from utils.utils_image import IMG_EXTENSIONS, ImageReadError, list_images, rgb2ycbcr, ycbcr2rgb
 
@@ -472,6 +473,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="find the JPEG 8x8 grid (cropped JPEGs have it anywhere) and pad the image so that it starts at the "
         "origin, as in training (default: on; --no-grid-align restores the image as it is)",
     )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=os.environ.get("FBCNN_BACKEND") or "auto",
+        help="torch, onnxruntime (CPU, float32; the exported graph is cached per checkpoint in ~/.cache/fbcnn) or "
+        "auto: torch with bf16 where the CPU/GPU computes bf16 natively, onnxruntime on other CPUs when installed "
+        "(default: %(default)s; $FBCNN_BACKEND sets it)",
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (slow first image)")
     return parser
 
@@ -521,14 +530,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.gray and channels != 1:
         log.error("--gray asks for a gray model, but %s has %d input channels", model_path, channels)
         return 2
-    bf16 = bf16_supported(device) if args.bf16 is None else args.bf16
-    model = prepare_model(model, channels_last=args.channels_last, compile=args.compile)
+    try:
+        backend = choose_backend(args.backend, device, args.bf16)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    if backend.name == "onnxruntime" and not isinstance(model, FBCNN):
+        if args.backend == "onnxruntime":
+            log.error("--backend onnxruntime exports FBCNN networks only; %s is not one", model_path)
+            return 2
+        backend = choose_backend("torch", device, args.bf16)  # auto: other networks stay on torch
+    if backend.name == "onnxruntime":
+        if args.compile or args.bf16:
+            log.warning("--compile and --bf16 apply to the torch backend only; onnxruntime runs float32")
+        try:
+            model = OrtFBCNN(cached_onnx(model_path), channels)
+        except Exception as exc:  # an export or runtime failure: name it, do not crash
+            log.error("onnxruntime backend failed for %s: %s (try --backend torch)", model_path, exc)
+            return 2
+        bf16, args.channels_last = False, False
+    else:
+        bf16 = backend.bf16
+        model = prepare_model(model, channels_last=args.channels_last, compile=args.compile)
     log.info(
-        "model %s (%s, %s) on %s; bf16 %s; %s",
+        "model %s (%s, %s) on %s; backend %s (%s); bf16 %s; %s",
         model_path,
         getattr(model, "net_type", "network"),
         "gray" if channels == 1 else "colour",
         device,
+        backend.name,
+        backend.reason,
         "on (--no-bf16 for float32)" if bf16 else "off",
         f"tiles {args.tile} px, overlap {args.tile_overlap}" if args.tile else "no tiling",
     )

@@ -14,6 +14,10 @@ sys.path.insert(0, str(ROOT))
 
 from models import FBCNN  # noqa: E402
 
+# The restore CLI's --backend auto would pick onnxruntime on CPUs without native bf16; the tests compare its outputs
+# with torch's, so they pin torch (tests/test_backends.py tests auto and onnxruntime themselves).
+os.environ.setdefault("FBCNN_BACKEND", "torch")
+
 SHARED = ROOT.parent / "shared"
 DATASETS = SHARED / "datasets"
 TINY_FBCNN = {"nc": [8, 16, 32, 64], "nb": 1, "qf_dim": 32}

@@ -57,6 +57,7 @@ __all__ = [
     "QF_TILE",
     "QF_TILES",
     "bf16_supported",
+    "cpu_flags",
     "estimate_qf",
     "forward",
     "prepare_model",
@@ -68,17 +69,33 @@ __all__ = [
 # --------------------------------------------------------------------------------------
 # Fast forward
 # --------------------------------------------------------------------------------------
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (x86 ``flags``, ARM ``Features``); empty where unknown."""
+    try:
+        return set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:  # not Linux
+        return set()
+
+
 def bf16_supported(device: torch.device | str) -> bool:
-    """True when ``device`` computes bfloat16 natively (CUDA with bf16, or a CPU with AVX512-BF16/AMX/ARM bf16)."""
+    """True when ``device`` computes bfloat16 natively, never when it would be emulated.
+
+    CUDA: the device actually used (``cuda:N``, or the current one for ``cuda``) with native bf16
+    (compute capability 8.0+, ``is_bf16_supported(including_emulation=False)``). CPU: AVX512-BF16, AMX-BF16 or
+    ARM bf16 in the CPU flags (emulated bf16 is slower than float32; unknown CPUs count as without).
+    """
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        try:
-            flags = Path("/proc/cpuinfo").read_text().split()
-        except OSError:  # not Linux: be conservative, emulated bf16 is slower than float32
+        if not torch.cuda.is_available():
             return False
-        return any(flag in flags for flag in ("avx512_bf16", "amx_bf16", "bf16"))
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        with torch.cuda.device(index):
+            try:
+                return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+            except TypeError:  # torch < 2.3 has no including_emulation: decide by compute capability
+                return torch.cuda.get_device_capability(index) >= (8, 0)
+    if device.type == "cpu":
+        return bool(cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
     return False
 
 

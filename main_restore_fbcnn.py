@@ -39,12 +39,12 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from models import FBCNN, ZOO_MODELS, CheckpointError, load_model
-from models.checkpoint import atomic_write
 from utils.backends import BACKENDS, OrtFBCNN, cached_onnx, choose_backend
 from utils.grid_align import estimate_grid_phase, restore_grid_aligned
 from utils.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, prepare_model, restore_tiled
 from utils.utils_eval import model_channels, pick_device
 from utils.utils_image import IMG_EXTENSIONS, ImageReadError, list_images, rgb2ycbcr, ycbcr2rgb
+from utils.utils_io import atomic_write
 
 log = logging.getLogger("fbcnn-restore")
 
@@ -189,7 +189,7 @@ def write_image(
 
     buffer = io.BytesIO()  # encode fully first: a failed encode leaves no partial file
     im.save(buffer, format=pil_format, **params)
-    atomic_write(path, lambda tmp: _write_readable(tmp, buffer.getvalue()))
+    atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
     return notes
 
 
@@ -212,16 +212,8 @@ def _write_16bit(
     ok, encoded = cv2.imencode(FORMATS[fmt][1], np.ascontiguousarray(planes))
     if not ok:
         raise OSError(f"{path}: could not encode a 16-bit {fmt}")
-    atomic_write(path, lambda tmp: _write_readable(tmp, encoded.tobytes()))
+    atomic_write(path, lambda tmp: tmp.write_bytes(encoded.tobytes()))
     return ["ICC profile not kept (16-bit output)"] if icc else []
-
-
-def _write_readable(path: Path, data: bytes) -> None:
-    """Write ``data`` with the permissions of a normally created file (the temporary file starts as 0600)."""
-    path.write_bytes(data)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 # --------------------------------------------------------------------------------------

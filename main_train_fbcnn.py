@@ -29,7 +29,6 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from data.dataset_jpeg import TRAIN_DATASET_DEFAULTS, DatasetError, DatasetJPEG, worker_init_fn
 from data.degradations import jpeg
-from models.checkpoint import atomic_write
 from models.contract import as_restorer
 from models.model_fbcnn import TRAIN_DEFAULTS, ModelFBCNN
 from models.network_fbcnn import controller_live_units
@@ -37,6 +36,7 @@ from models.select_network import NetworkOptionError, check_network_forward, net
 from utils.utils_dist import DistInfo, all_ranks_true, barrier, broadcast_object, cleanup, init_dist, reduce_mean
 from utils.utils_eval import restore, score
 from utils.utils_image import imread_uint, list_images, uint2tensor4
+from utils.utils_io import atomic_write
 from utils.utils_logger import get_logger
 from utils.utils_option import OptionError, parse_options
 

@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 import main_test_fbcnn  # noqa: E402
 from models import ZOO_MODELS  # noqa: E402
-from models.checkpoint import atomic_write  # noqa: E402
 from utils.training_log import TrainingLog, chain_logs, parse_train_log, plot_training_curves  # noqa: E402
+from utils.utils_io import atomic_write  # noqa: E402
 from utils.utils_report import paper_row  # noqa: E402
 
 CARD = ROOT / "model_zoo" / "README.md"

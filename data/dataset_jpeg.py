@@ -44,7 +44,8 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from data.degradations import double_jpeg, jpeg, qf_to_label
+from data.degradations import double_jpeg, jpeg
+from models.contract import qf_to_label
 from utils.utils_image import imread_uint, list_images, uint2tensor4
 from utils.utils_option import OptionError, merge_with_schema
 

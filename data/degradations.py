@@ -1,4 +1,7 @@
-"""The one place for JPEG degradations: single and non-aligned double JPEG, QF sampling.
+"""The one place for JPEG degradations: single and non-aligned double JPEG.
+
+(The network's QF convention, ``qf_to_label`` / ``label_to_qf``, is part of the network contract:
+``models.contract``.)
 
 All functions take and return uint8 ``H x W x C`` arrays (C = 3 RGB order, or C = 1 gray).
 JPEG is OpenCV's (libjpeg, 4:2:0 chroma subsampling for colour), which reproduces the
@@ -11,16 +14,6 @@ import cv2
 import numpy as np
 
 QF_RANGE = (1, 100)
-
-
-def qf_to_label(qf: int | float) -> float:
-    """JPEG quality factor -> the network's normalised compression level (100 - QF) / 100."""
-    return (100.0 - qf) / 100.0
-
-
-def label_to_qf(label: float) -> float:
-    """Inverse of ``qf_to_label``: (100 - QF) / 100 -> QF."""
-    return 100.0 * (1.0 - label)
 
 
 def jpeg(img: np.ndarray, qf: int) -> np.ndarray:

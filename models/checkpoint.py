@@ -7,12 +7,13 @@ official one), so the official code, spandrel and `load_model` all read them.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from utils.utils_io import atomic_write
 
 # Containers other projects wrap a state_dict in (BasicSR, KAIR's training states, Lightning).
 _WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "netG")
@@ -78,23 +79,6 @@ def write_state_dict(state_dict: Mapping[str, torch.Tensor], path: str | os.Path
     else:
         atomic_write(path, lambda tmp: torch.save(tensors, tmp))
     return path
-
-
-def atomic_write(path: str | os.PathLike, write: Any) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make checkpoints private to the writer
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _describe(obj: Any) -> str:

@@ -25,9 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from models.checkpoint import atomic_write, write_state_dict
+from models.checkpoint import write_state_dict
 from models.contract import split_output
 from models.select_network import define_G
+from utils.utils_io import atomic_write
 
 # Schema of the `train` option section (see utils/utils_option.py). Values are the paper's.
 TRAIN_DEFAULTS: dict[str, Any] = {

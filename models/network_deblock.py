@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from data.degradations import label_to_qf
+from models.contract import label_to_qf
 
 __all__ = ["Deblock", "quantizer_step"]
 

@@ -9,8 +9,9 @@ import torch
 from spandrel import ModelLoader
 from spandrel.architectures.DnCNN import DnCNN as KairDnCNN  # KAIR's class, vendored by spandrel
 
-from data.degradations import jpeg, qf_to_label
+from data.degradations import jpeg
 from models import FBCNN, CheckpointError, define_G, load_model, write_state_dict
+from models.contract import qf_to_label
 from models.network_deblock import Deblock
 from models.network_dncnn import DnCNN
 from utils.utils_eval import restore, score

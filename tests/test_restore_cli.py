@@ -316,11 +316,13 @@ def test_failed_write_leaves_no_temporary_file(tmp_path, crops, tiny_fbcnn_path,
     out.mkdir()
     (out / "a.png").write_bytes(b"previous output")
 
+    write_bytes = Path.write_bytes
+
     def half_write(path: Path, data: bytes) -> None:
-        path.write_bytes(data[: len(data) // 2])
+        write_bytes(path, data[: len(data) // 2])
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(cli, "_write_readable", half_write)
+    monkeypatch.setattr(Path, "write_bytes", half_write)
     assert run([src, "--model", tiny_fbcnn_path, "-o", out], caplog) == 1
     assert "No space left on device" in caplog.text and "a.jpg" in caplog.text
     assert [p.name for p in out.iterdir()] == ["a.png"]  # no .a.png.*.tmp left

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from data.degradations import jpeg, qf_to_label
+from data.degradations import jpeg
 from models import ZOO_MODELS, load_model
+from models.contract import qf_to_label
 from tests.conftest import make_tiny_fbcnn
 from utils import tiling
 from utils.tiling import GRID, estimate_qf, forward, restore_tiled, tile_starts

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from data.degradations import label_to_qf, qf_to_label
+from models.contract import label_to_qf, qf_to_label
 from utils.utils_image import tensor2uint, uint2tensor4
 
 _PIXEL_MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}

@@ -110,7 +110,7 @@ def plot_training_curves(logs: Sequence[TrainingLog], out: str | os.PathLike, sm
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from models.checkpoint import atomic_write
+    from utils.utils_io import atomic_write
 
     def smoothed(values: list[float]) -> list[float]:
         windows = [values[max(0, i - smooth // 2) : i + smooth // 2 + 1] for i in range(len(values))]

@@ -13,8 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from data.degradations import label_to_qf, qf_to_label
-from models.contract import as_restorer
+from models.contract import as_restorer, label_to_qf, qf_to_label
 from utils.utils_image import calculate_psnr, calculate_psnrb, calculate_ssim, tensor2uint, uint2tensor4
 
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import FBCNN, load_model
-from models.checkpoint import atomic_write
+from utils.utils_io import atomic_write
 
 GRAPHS = ("blind", "flexible")
 log = logging.getLogger("fbcnn-export")

@@ -30,6 +30,8 @@ import cv2
 import numpy as np
 import torch
 
+from utils.utils_io import atomic_write
+
 IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 # MATLAB rgb2ycbcr for RGB in [0, 255]: ycbcr = rgb @ _RGB2YCBCR / 255 + _YCBCR_OFFSET.
@@ -100,9 +102,7 @@ def imsave(img: np.ndarray, path: str | os.PathLike) -> None:
     ok, buf = cv2.imencode(path.suffix or ".png", img)
     if not ok:
         raise OSError(f"{path}: OpenCV could not encode the image")
-    tmp = path.with_name(f".{path.name}.tmp")
-    buf.tofile(tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: buf.tofile(tmp))
 
 
 # --------------------------------------------------------------------------------------

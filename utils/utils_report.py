@@ -31,7 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from models.checkpoint import atomic_write
+from utils.utils_io import atomic_write
 
 METRICS = ("psnr", "ssim", "psnrb")
 METRIC_TITLES = {"psnr": "PSNR (dB)", "ssim": "SSIM", "psnrb": "PSNR-B (dB)"}

@@ -17,7 +17,8 @@ part of the memory (input, accumulator, output) and the per-tile part can be tol
 well each way of estimating one global QF for tiled restoration (k tiles of a given size, or a
 downscaled view) tracks the true QF and the model's whole-image prediction.
 
-    python benchmarks/inference.py                       # 512x512, full network, 3 rounds, 4000x3000 memory
+    python benchmarks/inference.py                       # 512x512, full network, 1 round, 2000x1500 memory (< 5 min)
+    python benchmarks/inference.py --rounds 3 --all-modes  # more modes, best of 3 rounds
     python benchmarks/inference.py --rounds 1 --large 0  # quick: speed only
     python benchmarks/inference.py --compile --large-nc 64,128,256,512
     python benchmarks/inference.py --qf-check model_zoo/fbcnn_color_small.pth
@@ -115,13 +116,28 @@ def speed(args: argparse.Namespace) -> None:
             return theirs(x)[0]
 
     modes["spandrel fp32 (baseline)"] = plain
-    modes["ours fp32 (inference_mode)"] = ours_mode(False, False, False)
-    modes["ours fp32 + skip QF pred"] = ours_mode(False, False, True)
+    if args.all_modes:
+        modes["ours fp32 (inference_mode)"] = ours_mode(False, False, False)
+        modes["ours fp32 + skip QF pred"] = ours_mode(False, False, True)
     modes["ours fp32 + channels_last"] = ours_mode(True, False, False)
-    bf16_note = "" if bf16_supported("cpu") else " (emulated here)"
-    modes["ours bf16" + bf16_note] = ours_mode(False, True, False)
-    modes["ours bf16 + channels_last (CLI default: blind)"] = ours_mode(True, True, False)
-    modes["ours bf16 + channels_last + skip (CLI: QF set)"] = ours_mode(True, True, True)
+    native = bf16_supported("cpu")
+    if native or args.emulated_bf16:  # emulated bf16 is slower than float32 and takes many minutes: left out
+        note = "" if native else " (emulated)"
+        if args.all_modes:
+            modes["ours bf16" + note] = ours_mode(False, True, False)
+        modes[f"ours bf16 + channels_last{note} (auto: blind)"] = ours_mode(True, True, False)
+        modes[f"ours bf16 + channels_last + skip{note} (auto: QF set)"] = ours_mode(True, True, True)
+    else:
+        print("bf16 is not native on this CPU: bf16 modes left out (--emulated-bf16 times them anyway)")
+    if not args.no_onnx:
+        try:
+            ort_model = onnx_model(ours)
+        except ImportError as exc:
+            print(f"onnxruntime modes left out: {exc}")
+        else:
+            auto = "" if native else " (auto)"
+            modes[f"onnxruntime fp32{auto}: blind"] = lambda: ort_model(x)[0]
+            modes[f"onnxruntime fp32{auto}: QF set"] = lambda: ort_model(x, qf_input)[0]
     if args.compile:
         compiled = prepare_model(copy.deepcopy(ours), channels_last=True, compile=True)
         start = time.perf_counter()
@@ -129,8 +145,11 @@ def speed(args: argparse.Namespace) -> None:
         print(f"torch.compile warm-up: {time.perf_counter() - start:.1f} s")
         modes["ours bf16 + channels_last + skip + compile"] = ours_mode(True, True, True, compiled)
 
-    for fn in modes.values():  # warm-up (oneDNN primitive creation, allocator)
+    warm = x
+    x = uint2tensor4(img[: args.warmup_size, : args.warmup_size])  # the lambdas read x: warm up on a small crop
+    for fn in modes.values():  # warm-up (libraries, allocator) on a small input: the full size costs minutes
         fn()
+    x = warm
     wall: dict[str, list[float]] = {name: [] for name in modes}
     cpu: dict[str, list[float]] = {name: [] for name in modes}
     outputs: dict[str, np.ndarray] = {}
@@ -161,6 +180,22 @@ def speed(args: argparse.Namespace) -> None:
         )
     print("(CPU s: process CPU time over all threads; steadier than wall time when other jobs share the CPU)")
     print(f"peak RSS of this process: {peak_rss_mb():.0f} MB")
+
+
+def onnx_model(ours: torch.nn.Module):
+    """Our network exported to ONNX (the CLI's graphs, in a temporary folder) under onnxruntime."""
+    import tempfile
+
+    import onnxruntime  # noqa: F401 (ImportError: the caller leaves the modes out)
+
+    from utils.backends import OrtFBCNN
+    from utils.utils_export import export_onnx
+
+    folder = Path(tempfile.mkdtemp(prefix="fbcnn-bench-"))
+    start = time.perf_counter()
+    export_onnx(copy.deepcopy(ours), folder / "fbcnn.onnx")
+    print(f"ONNX export: {time.perf_counter() - start:.1f} s (the CLI caches it per checkpoint)")
+    return OrtFBCNN(folder / "fbcnn.onnx", 3)
 
 
 def child_large(args: argparse.Namespace) -> None:
@@ -272,12 +307,18 @@ def parse_size(text: str) -> tuple[int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=512, help="square input side for the speed part")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (best is reported)")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved timing rounds (best is reported)")
+    parser.add_argument("--warmup-size", type=int, default=128, help="side of the warm-up input (default 128)")
+    parser.add_argument("--all-modes", action="store_true", help="also time fp32 without channels_last and bf16 alone")
+    parser.add_argument("--emulated-bf16", action="store_true", help="time bf16 modes even where bf16 is emulated")
+    parser.add_argument("--no-onnx", action="store_true", help="leave out the onnxruntime modes")
     parser.add_argument("--nc", type=lambda s: tuple(int(v) for v in s.split(",")), default=FULL_NC)
     parser.add_argument("--nb", type=int, default=4)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow warm-up)")
-    parser.add_argument("--large", type=str, default="4000x3000", help="WxH for the memory part; 0 skips it")
+    parser.add_argument(
+        "--large", type=str, default="2000x1500", help="WxH for the memory part (README: 4000x3000); 0 skips it"
+    )
     parser.add_argument(
         "--large-nc",
         type=lambda s: tuple(int(v) for v in s.split(",")),

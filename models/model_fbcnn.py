@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from models.checkpoint import write_state_dict
-from models.contract import split_output
+from models.contract import qf_to_label, split_output, takes_qf_input
 from models.select_network import define_G
 from utils.utils_io import atomic_write
 
@@ -50,6 +50,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "channels_last": False,
     "deterministic": False,  # deterministic kernels: bit-identical reruns and resumes
     "find_unused_parameters": False,  # DDP: for networks with parameters some steps do not use
+    # FBCNN: fraction of steps whose flexible controller gets the true QF (a double JPEG: the lower, dominant one)
+    # instead of the predicted one; the QF predictor trains as usual. 0 = the official training (always predicted).
+    "qf_control_true_prob": 0.0,
     "checkpoint_print": 100,  # log every N iterations
     "checkpoint_save": 5000,  # save weights and training state every N iterations
     "checkpoint_test": 5000,  # validate every N iterations
@@ -156,6 +159,7 @@ class ModelFBCNN:
             weight_decay=self.opt["G_optimizer_wd"],
         )
         self.scheduler = self._make_scheduler()
+        self.takes_qf = takes_qf_input(self.net)
         amp = self.opt["amp"]
         if amp not in ("none", "bf16", "fp16"):
             raise ValueError(f"train.amp {amp!r} must be none, bf16 or fp16")
@@ -199,6 +203,8 @@ class ModelFBCNN:
         n_known = sum((~torch.isnan(label)).sum() for label in labels).clamp(min=1)
         self.optimizer.zero_grad(set_to_none=True)
         total = {"loss": 0.0, "l_img": 0.0, "l_qf": 0.0}
+        # Teacher-forced control: this step the controller gets the known QF instead of the prediction.
+        forced = self.takes_qf and np.random.default_rng([7, self.step]).random() < self.opt["qf_control_true_prob"]
         for i, (batch, qf_label) in enumerate(zip(batches, labels, strict=True)):
             low = batch["L"].to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
             high = batch["H"].to(self.device, non_blocking=True)
@@ -206,7 +212,8 @@ class ModelFBCNN:
             sync = contextlib.nullcontext() if last or not isinstance(self.net_ddp, DistributedDataParallel) else None
             with sync or self.net_ddp.no_sync():
                 with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                    restored, qf_pred = split_output(self.net_ddp(low))
+                    args = (low, control_label(batch).to(self.device)) if forced else (low,)
+                    restored, qf_pred = split_output(self.net_ddp(*args))
                 l_img = image_loss(restored.float(), high, self.opt["G_lossfn_type"]) / len(batches)
                 if qf_pred is None:  # a network without a QF head trains with the image loss alone
                     l_qf = torch.zeros((), device=self.device)
@@ -312,6 +319,14 @@ class ModelFBCNN:
             for _ in range(start_step):
                 self.scheduler.step()
         self.step = start_step
+
+
+def control_label(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """``[B, 1]`` (100 - QF) / 100 of the QF a batch's samples should be restored for: the JPEG's QF, or for a
+    double JPEG the lower of its two QFs (the dominant compression, as FBCNN-D)."""
+    qf1, qf2 = batch["qf1"].view(-1).float(), batch["qf2"].view(-1).float()
+    dominant = torch.where(qf2 > 0, torch.minimum(qf1, qf2), qf1)
+    return qf_to_label(dominant).view(-1, 1)
 
 
 def loss_is_finite(losses: Mapping[str, float]) -> bool:

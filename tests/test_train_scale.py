@@ -221,3 +221,34 @@ def test_gpu_smoke_without_cuda_says_so() -> None:
         [sys.executable, str(ROOT / "benchmarks" / "gpu_smoke.py")], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0 and "no CUDA device here" in result.stdout
+
+
+@pytest.mark.parametrize("prob", [0.0, 1.0, 0.5])
+def test_controller_teacher_forcing_feeds_the_dominant_qf(prob: float) -> None:
+    """train.qf_control_true_prob: the controller gets the true QF (a double JPEG's lower one) on that share of
+    steps, the prediction otherwise; the QF predictor keeps its loss either way."""
+    from models.model_fbcnn import control_label
+
+    net = {"net_type": "fbcnn", "in_nc": 1, "out_nc": 1, **TINY_FBCNN}
+    model = ModelFBCNN(net, {**TRAIN_DEFAULTS, "qf_control_true_prob": prob}, torch.device("cpu"), ddp=False)
+    seen = []
+    forward = model.net.forward
+    model.net.forward = lambda x, qf_input=None: seen.append(qf_input) or forward(x, qf_input)
+    batch = {
+        "L": torch.rand(3, 1, 32, 32),
+        "H": torch.rand(3, 1, 32, 32),
+        "qf_label": torch.tensor([[0.9], [float("nan")], [0.5]]),
+        "qf1": torch.tensor([10, 30, 50]),
+        "qf2": torch.tensor([-1, 10, -1]),
+    }
+    steps = 40
+    for _ in range(steps):
+        losses = model.optimize_parameters(batch)
+        assert float(losses["l_qf"]) > 0
+    forced = [q for q in seen if q is not None]
+    assert all(torch.equal(q, torch.tensor([[0.9], [0.9], [0.5]])) for q in forced)
+    assert torch.equal(control_label(batch), torch.tensor([[0.9], [0.9], [0.5]]))
+    if prob in (0.0, 1.0):
+        assert len(forced) == prob * steps
+    else:
+        assert 8 <= len(forced) <= 32

@@ -152,3 +152,31 @@ def test_cli_reports_each_file_and_bad_files(datasets, tmp_path, capsys) -> None
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
     assert exc.value.code == 0 and "--threshold" in capsys.readouterr().out
+
+
+def test_default_rule_on_images_not_used_for_calibration(datasets) -> None:
+    """The calibrated relative rule on the ODD-numbered training files (calibration used the even ones) and on
+    graphics from other seeds: QF1 < QF2 doubles accepted with QF1 within 5, singles within 1, never-compressed
+    photos (Kodak scans, 2x-downscaled crops) and PNG-native graphics rejected."""
+    import cv2
+
+    from benchmarks.dominant_calibration import double_jpeg, graphic, training_images
+
+    images = training_images(2, parity=1)  # 2 per training set, odd positions
+    doubles = [
+        estimate_dominant_qf(double_jpeg(img, q1, q2)) for _, img, _ in images for q1, q2 in ((10, 30), (30, 50))
+    ]
+    hits = [e.accepted and abs(e.qf - q1) <= 5 for e, q1 in zip(doubles, [10, 30] * len(images), strict=True)]
+    assert sum(hits) >= 0.9 * len(hits), doubles
+    for (_, img, _), qf in zip(images, (20, 40, 60, 80, 20, 40, 60, 80), strict=False):
+        est = estimate_dominant_qf(jpeg(img, qf))
+        assert est.accepted and abs(est.qf - qf) <= 1, (qf, est)
+    clean = [img for name, img, _ in images if name.startswith("Kodak5")]
+    clean += [
+        cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        for _, img, lossless in images
+        if lossless
+    ]
+    clean += [graphic(seed) for seed in range(5000, 5012)]
+    rejected = [estimate_dominant_qf(img) for img in clean]
+    assert not any(e.accepted for e in rejected), rejected

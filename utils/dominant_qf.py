@@ -28,8 +28,12 @@ Estimation (all encodes with ``data.degradations.jpeg``, the project's one JPEG)
      wide basin in ``curve(candidate) / curve(reference)`` centred on QF1; a basin at least
      ``BASIN_DEPTH`` deep within ``BASIN_WIDTH`` QFs on each side, below the QF found by
      the paper's rule, is taken as the dominant QF.
-4. Accept if the MSE at the chosen QF (on its shift) is below ``threshold`` (paper: T = 30);
-   otherwise ``qf`` is None and the caller falls back to the network's blind prediction.
+4. Accept (default) if the chosen shift recompresses at the chosen QF at most ``ACCEPT_RATIO`` times as
+   badly as its reference (its mirror shift; for the image's own grid the median of the other shifts
+   searched): a JPEG grid really is there. The paper's rule, MSE below ``threshold`` (T = 30), is kept
+   as an option; it rejects about half of the non-aligned QF1 < QF2 doubles, whose MSE at the QF1
+   dip is the noise of the second compression. Rejected: ``qf`` is None and the caller falls back to
+   the network's blind prediction.
 
 Speed: the naive search encodes 64 shifts x 100 QFs of the full image. Here the probes cost
 64 x 6 encodes and the curves (1 + 2 x candidates) x 100 encodes, all on a ``crop`` x
@@ -58,7 +62,18 @@ if __package__ in (None, ""):  # ``python utils/dominant_qf.py``: make the proje
 from data.degradations import jpeg, shift_crop  # noqa: E402
 from utils.utils_image import ImageReadError, imread_uint  # noqa: E402
 
-__all__ = ["QFEstimate", "estimate_dominant_qf", "estimate_from_curves", "luma", "main", "mse_curve"]
+__all__ = [
+    "ACCEPT_RATIO",
+    "ACCEPT_RATIO_LOW",
+    "LOW_QF",
+    "PAPER_THRESHOLD",
+    "QFEstimate",
+    "estimate_dominant_qf",
+    "estimate_from_curves",
+    "luma",
+    "main",
+    "mse_curve",
+]
 
 QFS = np.arange(1, 101)  # the QFs of a full curve; curve[k] is at QF k + 1
 PROBE_QFS = (10, 25, 40, 55, 70, 85)  # grid search: few QFs spread over the useful range
@@ -69,6 +84,14 @@ ECHO_WIDTH = 5  # a dip followed within 5 QFs by one less than half as deep in M
 BASIN_DEPTH = 0.06  # a first-compression basin is >= 6 % below its surroundings ...
 BASIN_WIDTH = 10  # ... within 10 QFs on each side
 MIN_SIZE = 16  # smallest image side: 8 pixels of shift + one 8x8 block
+# The default acceptance rule (``threshold=None``): the chosen shift must recompress at the chosen QF at most
+# ACCEPT_RATIO times as badly as its reference shift (``QFEstimate.ratio``); dips below QF LOW_QF need
+# ACCEPT_RATIO_LOW (flat graphics recompress badly at every shift there, and small differences between shifts
+# mimic a grid). Calibrated on training-side images only (``benchmarks/dominant_calibration.py``; README table).
+ACCEPT_RATIO = 0.75
+ACCEPT_RATIO_LOW = 0.5
+LOW_QF = 8
+PAPER_THRESHOLD = 30.0  # the paper's rule: accept when the MSE at the dip is below T
 
 
 @dataclass(frozen=True)
@@ -83,8 +106,14 @@ class QFEstimate:
               a dip. (The global minimum is no good estimate: a JPEG at QF q dips about as
               deep again at harmonics such as 2q and 5q.)
     shift:    (rows, columns) removed from the top-left to align the grid of the chosen QF.
-    accepted: ``mse < threshold``.
+    accepted: the acceptance rule's verdict: ``ratio <= ACCEPT_RATIO`` (``ACCEPT_RATIO_LOW`` below QF
+              ``LOW_QF``; the default) or ``mse < threshold`` (the paper's rule, when a threshold T is given).
     qf_found: the chosen QF whether accepted or not (None: no dip at all).
+    ratio:    the chosen shift's MSE at the chosen QF over its reference's: the mirror shift for a
+              first-compression grid, the median of the other searched shifts for the image's own grid
+              (about 1 without a JPEG grid there; ``nan`` without a dip).
+    depth:    how far (relative) the chosen curve dips below the lower of the highest points
+              ``DIP_WIDTH`` QFs on each side (``nan`` without a dip).
     """
 
     qf: int | None
@@ -93,6 +122,8 @@ class QFEstimate:
     shift: tuple[int, int]
     accepted: bool
     qf_found: int | None = None
+    ratio: float = float("nan")
+    depth: float = float("nan")
 
 
 # --------------------------------------------------------------------------------------
@@ -194,10 +225,12 @@ def _basin(ratio: np.ndarray, stop: int) -> int | None:
 def estimate_from_curves(
     curves: dict[tuple[int, int], np.ndarray],
     candidates: Sequence[tuple[tuple[int, int], tuple[int, int]]],
-    threshold: float = 30.0,
+    threshold: float | None = None,
 ) -> QFEstimate:
     """The decision of ``estimate_dominant_qf`` from MSE curves at QF 1..100 (``curves[(0, 0)]``
-    and every shift named in ``candidates``, a list of (candidate, reference) shifts)."""
+    and every shift named in ``candidates``, a list of (candidate, reference) shifts).
+
+    ``threshold``: None for the default relative rule (``ACCEPT_RATIO``), or the paper's T (accept MSE < T)."""
     shifts = list(curves)
     stack = np.stack([curves[s] for s in shifts])
     lowest = stack.min(axis=0)
@@ -215,12 +248,37 @@ def estimate_from_curves(
         return QFEstimate(None, float("inf"), qf_last, (0, 0), False, None)
     k, shift = best
     mse = float(curves[shift][k])
-    accepted = mse < threshold
-    return QFEstimate(k + 1 if accepted else None, mse, qf_last, shift, accepted, k + 1)
+    ratio, depth = _evidence(curves, candidates, shift, k)
+    if threshold is None:
+        accepted = bool(ratio <= (ACCEPT_RATIO if k + 1 >= LOW_QF else ACCEPT_RATIO_LOW))
+    else:
+        accepted = mse < threshold
+    return QFEstimate(k + 1 if accepted else None, mse, qf_last, shift, accepted, k + 1, ratio, depth)
+
+
+def _evidence(
+    curves: dict[tuple[int, int], np.ndarray],
+    candidates: Sequence[tuple[tuple[int, int], tuple[int, int]]],
+    shift: tuple[int, int],
+    k: int,
+) -> tuple[float, float]:
+    """(ratio, depth) of ``QFEstimate`` for the dip at index ``k`` of ``curves[shift]``."""
+    curve = curves[shift]
+    partner = next((b if a == shift else a for a, b in candidates if shift in (a, b)), None)
+    if partner is not None:
+        ref = float(curves[partner][k])
+    else:
+        others = [float(c[k]) for s, c in curves.items() if s != shift]
+        ref = float(np.median(others)) if others else float("nan")
+    ratio = float(curve[k]) / max(ref, 1e-9)
+    left, right = curve[max(0, k - DIP_WIDTH) : k], curve[k + 1 : k + 1 + DIP_WIDTH]
+    rim = min(left.max(), right.max()) if left.size and right.size else float("nan")
+    depth = 1.0 - float(curve[k]) / max(rim, 1e-9)
+    return ratio, depth
 
 
 def _estimate_channels(
-    img: np.ndarray, threshold: float, crop: int | None, candidates: int, exhaustive: bool
+    img: np.ndarray, threshold: float | None, crop: int | None, candidates: int, exhaustive: bool
 ) -> QFEstimate:
     """``estimate_dominant_qf`` on the channels given (luma normally; RGB for the benchmark)."""
     windows = _windows(img, None if exhaustive else crop)
@@ -238,7 +296,7 @@ def _estimate_channels(
 
 def estimate_dominant_qf(
     img: np.ndarray,
-    threshold: float = 30.0,
+    threshold: float | None = None,
     *,
     crop: int | None = 256,
     candidates: int = 3,
@@ -246,7 +304,9 @@ def estimate_dominant_qf(
 ) -> QFEstimate:
     """Estimate the dominant JPEG QF of a decoded uint8 image (``H x W``, ``H x W x 1`` or RGB ``H x W x 3``).
 
-    ``threshold``: accept only if the recompression MSE at the chosen QF is below it (paper: 30).
+    ``threshold``: None (default) accepts when the chosen shift recompresses at most ``ACCEPT_RATIO`` times as
+    badly as its reference shift at the chosen QF (calibrated on training-side images, README); a number T
+    applies the paper's rule instead, MSE < T (the paper's T = ``PAPER_THRESHOLD`` = 30).
     ``crop``: side of the centre crop searched (None: the whole image). ``candidates``: how many
     possible first-compression grids get a full curve. ``exhaustive``: every shift's full curve on
     the whole image (64 x 100 encodes; slow, for comparison). See the module docstring.
@@ -257,12 +317,14 @@ def estimate_dominant_qf(
 # --------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------
-def _describe(est: QFEstimate, threshold: float) -> str:
+def _describe(est: QFEstimate, threshold: float | None) -> str:
     last = f"last QF {est.qf_last}" if est.qf_last is not None else "no dip on the image's own grid"
+    evidence = f"mse {est.mse:.2f}, ratio {est.ratio:.2f} at shift {est.shift}"
     if est.accepted:
-        return f"QF {est.qf}  (mse {est.mse:.2f} at shift {est.shift}; {last})"
+        return f"QF {est.qf}  ({evidence}; {last})"
     if np.isfinite(est.mse):
-        return f"rejected  (mse {est.mse:.2f} >= {threshold:g} at shift {est.shift}; {last})"
+        rule = f"ratio > {ACCEPT_RATIO:g}" if threshold is None else f"mse >= {threshold:g}"
+        return f"rejected  ({evidence}: {rule}; {last})"
     return "no JPEG trace  (no dip in any MSE curve)"
 
 
@@ -274,7 +336,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="image files")
     parser.add_argument(
-        "--threshold", type=float, default=30.0, help="accept an estimate only if its MSE is below this (default 30)"
+        "--threshold",
+        type=float,
+        help=f"the paper's rule: accept an estimate only if its MSE is below T (paper: {PAPER_THRESHOLD:g}); "
+        f"default: the calibrated relative rule (ratio to the reference shift <= {ACCEPT_RATIO:g})",
     )
     parser.add_argument(
         "--crop", type=int, default=256, help="side of the centre crop searched (default 256; 0 = whole image)"

@@ -39,7 +39,7 @@ from models.select_network import NetworkOptionError, network_options
 from utils.grid_align import estimate_grid_phase, restore_grid_aligned
 from utils.tiling import restore_tiled
 from utils.utils_eval import model_channels, pick_device, restore, score
-from utils.utils_image import ImageReadError, imsave
+from utils.utils_image import ImageReadError, imread_uint, imsave
 from utils.utils_logger import get_logger
 from utils.utils_option import OptionError, parse_options
 from utils.utils_report import (
@@ -78,7 +78,7 @@ SCHEMA: dict[str, Any] = {
     "grid_align": False,  # grid-aware inference (utils/grid_align.py): off for the paper's protocol
     "qf_mode": "blind",  # blind | fixed (qf_input) | dominant (FBCNN-D: utils.dominant_qf) | oracle (the true QF)
     "qf_input": None,  # the QF set in fixed mode (1..100)
-    "dominant_threshold": 30.0,  # FBCNN-D: accept the estimate when its recompression MSE is below this (paper: 30)
+    "dominant_threshold": None,  # FBCNN-D: null = the calibrated acceptance rule (utils/dominant_qf.py); 30 = the paper's T
     "qf_sweep": [],  # flexible control: also restore at each of these set QFs
     "testsets": {},  # name -> folder (or "skimage": scikit-image's natural photographs)
     "missing_testsets": "skip",  # skip (warn) | fail (counts as a failed file)
@@ -367,7 +367,8 @@ def evaluate(opt: dict[str, Any], model: nn.Module, info: dict[str, Any], out: P
         f"{label} ({info['net_type']}, {channels} channel(s)) | protocol {opt['protocol']} | qf_mode {opt['qf_mode']}"
         f" | sets {list(testsets)} | degradations {[d.name for d in degradations]}"
     )
-    with logging_redirect_tqdm(loggers=[log]), tqdm(total=sum(len(d) for d in datasets), desc=label) as bar:
+    total = sum(len(d) for d in datasets)
+    with logging_redirect_tqdm(loggers=[log]), tqdm(total=total, desc=label, disable=None) as bar:
         for ds in datasets:
             deg = ds.degradation
             shown: list[list[tuple[str, np.ndarray]]] = []
@@ -438,8 +439,9 @@ def evaluate_item(
     """Restore (in the ``qf_mode``) and score one item; returns its results row and comparison panels."""
     deg: Degradation = ds.degradation
     low, gt, chroma = item["L"], item["H"], item["chroma"]
-    # FBCNN-D reads the image as the restore CLI does: the colour image itself, not MATLAB's Y of it
-    qf_used, qf_info = select_qf(opt, low if chroma is None else merge_chroma(low, chroma), deg, estimator)
+    # FBCNN-D reads the image as the restore CLI does: the decoded colour file, not MATLAB's Y of it
+    seen = low if chroma is None or estimator is None else imread_uint(item["path"], 3)
+    qf_used, qf_info = select_qf(opt, seen, deg, estimator)
 
     def run_model(img: np.ndarray) -> tuple[np.ndarray, float | None]:
         if opt["tile"] or opt["bf16"]:  # the restore CLI's path: tiles with one global QF, bf16 autocast

@@ -357,7 +357,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def train(self) -> int:
-        """Run until train.total_iter. Returns 0, or 1 when the loss became NaN/Inf.
+        """Run until train.total_iter (log lines printed above the progress bar). Returns 0, or 1 on NaN/Inf."""
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        with logging_redirect_tqdm(loggers=[self.log]):
+            return self._train()
+
+    def _train(self) -> int:
+        """The loop of ``train``. Returns 0, or 1 when the loss became NaN/Inf.
 
         The loss terms stay on the device between log lines: the host waits for the device only when
         it logs, validates or saves (and checks then that no loss since the last check was NaN/Inf).
@@ -370,7 +377,9 @@ class Trainer:
         if self.dist.is_main:
             from tqdm import tqdm
 
-            bar = tqdm(total=total, initial=model.step, desc=self.opt["task"], unit="it", dynamic_ncols=True)
+            bar = tqdm(  # disable=None: no bar when stderr is not a terminal (the log lines say it all)
+                total=total, initial=model.step, desc=self.opt["task"], unit="it", dynamic_ncols=True, disable=None
+            )
         sums: dict[str, torch.Tensor] = {}
         finite = torch.ones((), dtype=torch.bool, device=self.dist.device)
         group: list[dict[str, Any]] = []

@@ -257,8 +257,8 @@ def test_dominant_mode_uses_estimator_and_falls_back_to_blind(
     estimate = namedtuple("QFEstimate", "qf mse qf_last shift accepted")
     seen = []
 
-    def fake_estimator(img: np.ndarray, threshold: float) -> tuple:
-        assert threshold == 30.0  # the paper's T, the default of dominant_threshold
+    def fake_estimator(img: np.ndarray, threshold: float | None) -> tuple:
+        assert threshold is None  # the default of dominant_threshold: the calibrated rule (30 = the paper's T)
         seen.append(img.shape)
         return estimate(25, 1.0, 10, (0, 0), True) if img.shape[0] == 72 - 4 else estimate(None, 9.0, 10, (0, 0), False)
 
@@ -291,6 +291,26 @@ def test_dominant_mode_with_the_real_estimator(tmp_path: Path, tiny_gray_path: P
     assert status == 0
     (row,) = json.loads((tmp_path / "res" / "tiny_gray_double_dominant" / "results.json").read_text())["images"]
     assert row["dominant_accepted"] and abs(row["qf_used"] - 10) <= 5
+
+
+def test_dominant_mode_reads_colour_real_jpegs_as_decoded(tmp_path: Path, tiny_gray_path: Path, datasets: Path) -> None:
+    """A gray model on a colour real JPEG: FBCNN-D sees the decoded colour file (as the restore CLI), not MATLAB's Y."""
+    from PIL import Image
+
+    from utils.dominant_qf import estimate_dominant_qf
+
+    folder = tmp_path / "real"
+    folder.mkdir()
+    rgb = imread_uint(sorted((datasets / "trainsets" / "Kodak5").iterdir())[0], 3)[:256, :256]
+    Image.fromarray(rgb).save(folder / "photo.jpg", quality=30)
+    status = run_main(
+        "--opt", ROOT / "options/test_fbcnn_real.json", "--model", tiny_gray_path, "--testset", f"Real={folder}",
+        "--qf-mode", "dominant", "--results", tmp_path / "res", "--set", "qf_sweep=[]",
+    )  # fmt: skip
+    assert status == 0
+    (row,) = json.loads((tmp_path / "res" / "tiny_gray_real_dominant" / "results.json").read_text())["images"]
+    expected = estimate_dominant_qf(imread_uint(folder / "photo.jpg", 3))
+    assert row["dominant_qf"] == expected.qf and expected.qf is not None and abs(expected.qf - 30) <= 1
 
 
 def test_dominant_mode_without_module_is_a_clear_error(

@@ -27,7 +27,8 @@ Estimation (all encodes with ``data.degradations.jpeg``, the project's one JPEG)
    - Weak first compressions (e.g. QF1 = 30 under QF2 = 50) leave no local minimum, only a
      wide basin in ``curve(candidate) / curve(reference)`` centred on QF1; a basin at least
      ``BASIN_DEPTH`` deep within ``BASIN_WIDTH`` QFs on each side, below the QF found by
-     the paper's rule, is taken as the dominant QF.
+     the paper's rule and with a ratio of at most ``ACCEPT_RATIO`` at its bottom, is taken
+     as the dominant QF.
 4. Accept (default) if the chosen shift recompresses at the chosen QF at most ``ACCEPT_RATIO`` times as
    badly as its reference (its mirror shift; for the image's own grid the median of the other shifts
    searched): a JPEG grid really is there. The paper's rule, MSE below ``threshold`` (T = 30), is kept
@@ -60,7 +61,7 @@ if __package__ in (None, ""):  # ``python utils/dominant_qf.py``: make the proje
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.degradations import jpeg, shift_crop  # noqa: E402
-from utils.utils_image import ImageReadError, imread_uint  # noqa: E402
+from utils.utils_image import ImageReadError, imread_uint, read_jpeg_luma  # noqa: E402
 
 __all__ = [
     "ACCEPT_RATIO",
@@ -241,8 +242,11 @@ def estimate_from_curves(
     best = (dips[0], shifts[int(np.argmin(stack[:, dips[0]]))]) if dips else None
     stop = best[0] if best else len(QFS) - 1
     for cand, ref in candidates:  # a first compression too weak to leave a local minimum
-        k = _basin(curves[cand] / np.maximum(curves[ref], 1e-9), stop)
-        if k is not None and (best is None or k < best[0]):
+        ratio = curves[cand] / np.maximum(curves[ref], 1e-9)
+        k = _basin(ratio, stop)
+        # A basin counts only as clearly below its mirror as the acceptance rule asks: on periodic textures
+        # (façades) a shift near the own grid's harmonics can show a shallow basin (ratio ~0.9) below a true dip.
+        if k is not None and ratio[k] <= ACCEPT_RATIO and (best is None or k < best[0]):
             best = (k, cand)
     if best is None:
         return QFEstimate(None, float("inf"), qf_last, (0, 0), False, None)
@@ -349,7 +353,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     failures = 0
     for path in tqdm(args.files, desc="dominant QF", unit="img", disable=None, file=sys.stderr):
         try:
-            est = estimate_dominant_qf(imread_uint(path, 3), args.threshold, crop=args.crop or None)
+            img = read_jpeg_luma(path, upright=True)  # a JPEG's own Y plane; other files as decoded
+            img = imread_uint(path, 3) if img is None else img
+            est = estimate_dominant_qf(img, args.threshold, crop=args.crop or None)
         except ImageReadError as exc:  # its message names the file
             failures += 1
             print(f"error: {exc}", file=sys.stderr)

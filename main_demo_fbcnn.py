@@ -115,9 +115,9 @@ class Analysis:
     grid: GridPhase
 
 
-def analyse(pixels: np.ndarray) -> Analysis:
-    """FBCNN-D (``estimate_dominant_qf``) and the grid phase of uint8/uint16 ``H x W x C`` pixels."""
-    img = to_uint8(pixels)
+def analyse(image: LoadedImage) -> Analysis:
+    """FBCNN-D (``estimate_dominant_qf``) and the grid phase of an image (of its Y plane if it is a JPEG)."""
+    img = image.analysis_pixels()
     try:
         dominant = estimate_dominant_qf(img)
     except ValueError:  # smaller than 16 x 16
@@ -233,7 +233,7 @@ def build_demo(restorer: Restorer, max_pixels: int = DEFAULT_MAX_PIXELS, workdir
         return state, describe(analysis, qf_used, how), shown, pair, str(png), slider
 
     def new_image(img: LoadedImage, label: str, name: str, zoom: str, cx: float, cy: float):
-        state = {"img": img, "name": label, "analysis": analyse(img.pixels)}
+        state = {"img": img, "name": label, "analysis": analyse(img)}
         return run(state, name, None, zoom, cx, cy)
 
     def on_upload(path: str | None, name: str, zoom: str, cx: float, cy: float):

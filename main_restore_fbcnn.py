@@ -43,7 +43,7 @@ from utils.backends import BACKENDS, OrtFBCNN, cached_onnx, choose_backend
 from utils.grid_align import estimate_grid_phase, restore_grid_aligned
 from utils.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, prepare_model, restore_tiled
 from utils.utils_eval import model_channels, pick_device
-from utils.utils_image import IMG_EXTENSIONS, ImageReadError, list_images, rgb2ycbcr, ycbcr2rgb
+from utils.utils_image import IMG_EXTENSIONS, ImageReadError, list_images, read_jpeg_luma, rgb2ycbcr, ycbcr2rgb
 from utils.utils_io import atomic_write
 
 log = logging.getLogger("fbcnn-restore")
@@ -67,6 +67,11 @@ class LoadedImage:
     alpha: np.ndarray | None = None  # H x W, the dtype of ``pixels``, carried through untouched
     icc_profile: bytes | None = None  # kept for the output when the pixels were not colour-converted
     notes: list[str] = field(default_factory=list)  # conversions made, logged as warnings
+    jpeg_luma: np.ndarray | None = None  # JPEG files: the Y plane as decoded (``read_jpeg_luma``), upright
+
+    def analysis_pixels(self) -> np.ndarray:
+        """What FBCNN-D and the grid-phase search read: the JPEG's own Y plane, else the uint8 pixels."""
+        return self.jpeg_luma if self.jpeg_luma is not None else to_uint8(self.pixels)
 
 
 # EXIF orientation (tag 274) -> how to make the pixels upright: (transpose first, then rotate k x 90 deg clockwise)
@@ -152,7 +157,10 @@ def read_image(path: str | Path) -> LoadedImage:
         arr = arr[:, :, None]
     alpha = arr[:, :, -1].copy() if im.mode in ("LA", "RGBA") else None
     pixels = np.ascontiguousarray(arr[:, :, :-1] if alpha is not None else arr)
-    return LoadedImage(pixels, alpha, icc, notes)
+    luma = read_jpeg_luma(path, upright=True)
+    if luma is not None and luma.shape[:2] != pixels.shape[:2]:
+        luma = None
+    return LoadedImage(pixels, alpha, icc, notes, luma)
 
 
 def write_image(
@@ -373,8 +381,8 @@ def restore_file(
     if img.pixels.dtype == np.uint16 and bf16 and args.bf16 is None:
         bf16 = False  # bf16 keeps 8 significant bits: 16-bit images run in float32 unless --bf16 is given
         log.info("%s: 16-bit image: restored in float32 (--bf16 to force bf16)", src)
-    qf, how = choose_qf(args.qf_mode, args.qf, img.pixels, str(src))
-    phase = estimate_grid_phase(to_uint8(img.pixels)).phase if args.grid_align else None
+    qf, how = choose_qf(args.qf_mode, args.qf, img.analysis_pixels(), str(src))
+    phase = estimate_grid_phase(img.analysis_pixels()).phase if args.grid_align else None
     if phase not in (None, (0, 0)):
         log.info("%s: JPEG grid at phase %s: padded to put it at the origin", src, phase)
     pixels, qf_used = restore_pixels(

@@ -39,7 +39,7 @@ from models.select_network import NetworkOptionError, network_options
 from utils.grid_align import estimate_grid_phase, restore_grid_aligned
 from utils.tiling import restore_tiled
 from utils.utils_eval import model_channels, pick_device, restore, score
-from utils.utils_image import ImageReadError, imread_uint, imsave
+from utils.utils_image import ImageReadError, imread_uint, imsave, read_jpeg_luma
 from utils.utils_logger import get_logger
 from utils.utils_option import OptionError, parse_options
 from utils.utils_report import (
@@ -439,8 +439,11 @@ def evaluate_item(
     """Restore (in the ``qf_mode``) and score one item; returns its results row and comparison panels."""
     deg: Degradation = ds.degradation
     low, gt, chroma = item["L"], item["H"], item["chroma"]
-    # FBCNN-D reads the image as the restore CLI does: the decoded colour file, not MATLAB's Y of it
-    seen = low if chroma is None or estimator is None else imread_uint(item["path"], 3)
+    # FBCNN-D and the grid search read the image as the restore CLI does: a real JPEG's own Y plane, else the
+    # decoded colour file (never MATLAB's Y of it)
+    seen = read_jpeg_luma(item["path"]) if deg.kind == "real" else None
+    if seen is None or seen.shape[:2] != low.shape[:2]:
+        seen = low if chroma is None else imread_uint(item["path"], 3)
     qf_used, qf_info = select_qf(opt, seen, deg, estimator)
 
     def run_model(img: np.ndarray) -> tuple[np.ndarray, float | None]:
@@ -451,7 +454,7 @@ def evaluate_item(
         return restore(model, img, qf_used)
 
     if opt["grid_align"]:
-        phase = estimate_grid_phase(low).phase
+        phase = estimate_grid_phase(seen).phase
         restored, predicted = restore_grid_aligned(run_model, low, phase)
         qf_info["grid_phase"] = list(phase) if phase is not None else None
     else:

@@ -16,24 +16,26 @@ import numpy as np
 QF_RANGE = (1, 100)
 
 
-def jpeg(img: np.ndarray, qf: int) -> np.ndarray:
-    """Compress and decode with OpenCV at quality ``qf`` (1..100); shape and channel order kept."""
+def jpeg_encode(img: np.ndarray, qf: int) -> bytes:
+    """The JPEG file (OpenCV, quality ``qf`` in 1..100, 4:2:0 chroma) of a uint8 RGB or gray image."""
     qf = int(qf)
     if not QF_RANGE[0] <= qf <= QF_RANGE[1]:
         raise ValueError(f"JPEG quality factor must be in [1, 100], got {qf}")
-    squeeze = img.ndim == 2
-    if squeeze:
-        img = img[:, :, None]
-    colour = img.shape[2] == 3
-    src = cv2.cvtColor(img, cv2.COLOR_RGB2BGR) if colour else img[:, :, 0]
+    gray = img.ndim == 2 or img.shape[2] == 1
+    src = (img if img.ndim == 2 else img[:, :, 0]) if gray else cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
     ok, buf = cv2.imencode(".jpg", src, [int(cv2.IMWRITE_JPEG_QUALITY), qf])
     if not ok:
         raise RuntimeError("OpenCV failed to encode JPEG")
-    if colour:
-        out = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-    else:
-        out = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)[:, :, None]
-    return out[:, :, 0] if squeeze else out
+    return buf.tobytes()
+
+
+def jpeg(img: np.ndarray, qf: int) -> np.ndarray:
+    """Compress and decode with OpenCV at quality ``qf`` (1..100); shape and channel order kept."""
+    buf = np.frombuffer(jpeg_encode(img, qf), dtype=np.uint8)
+    if img.ndim == 3 and img.shape[2] == 3:
+        return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    out = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+    return out if img.ndim == 2 else out[:, :, None]
 
 
 def shift_crop(img: np.ndarray, shift: tuple[int, int]) -> np.ndarray:

@@ -22,6 +22,7 @@ import pytest
 from PIL import Image
 
 import main_demo_fbcnn as demo
+from main_restore_fbcnn import LoadedImage
 from models import ZOO_MODELS
 from tests.conftest import ROOT
 from utils.utils_image import imread_uint
@@ -63,9 +64,9 @@ def test_comparison_zooms_the_same_crop() -> None:
 
 
 def test_examples_show_what_they_claim() -> None:
-    double = demo.analyse(demo.example_image("coffee, double JPEG QF 10 then 40 (FBCNN-D)"))
+    double = demo.analyse(LoadedImage(demo.example_image("coffee, double JPEG QF 10 then 40 (FBCNN-D)")))
     assert double.dominant.qf is not None and abs(double.dominant.qf - 10) <= 5
-    cropped = demo.analyse(demo.example_image("chelsea, JPEG QF 30 cropped by (3, 5) (grid phase)"))
+    cropped = demo.analyse(LoadedImage(demo.example_image("chelsea, JPEG QF 30 cropped by (3, 5) (grid phase)")))
     assert cropped.grid.phase == (5, 3)  # 3 rows / 5 columns cropped: the grid starts 5 rows / 3 columns in
 
 

@@ -180,3 +180,58 @@ def test_default_rule_on_images_not_used_for_calibration(datasets) -> None:
     clean += [graphic(seed) for seed in range(5000, 5012)]
     rejected = [estimate_dominant_qf(img) for img in clean]
     assert not any(e.accepted for e in rejected), rejected
+
+
+def held_out_crop(datasets, name: str) -> np.ndarray:
+    """The calibration benchmark's centre crop of a training file at an odd (held-out) position."""
+    from benchmarks.dominant_calibration import crop
+
+    return crop(imread_uint(datasets / "trainsets" / name, 3))
+
+
+@pytest.mark.parametrize("qf", [10, 50])
+def test_shallow_basin_on_a_facade_does_not_override_the_dip(datasets, qf: int) -> None:
+    """A regular façade (held-out Urban100 file) shows a shallow basin (ratio ~0.9 to its mirror) at another
+    shift below the true dip; a basin must be as clear as the acceptance rule asks before it counts."""
+    est = estimate_dominant_qf(jpeg(held_out_crop(datasets, "Urban100_half/img_011.png"), qf))
+    assert est.accepted and abs(est.qf - qf) <= 1 and est.shift == (0, 0), est
+
+
+@pytest.mark.parametrize("qf", [30, 50])
+def test_saturated_colour_jpeg_file_is_read_as_its_own_luma(datasets, tmp_path, qf: int, capsys) -> None:
+    """Saturated colours clip when a JPEG is decoded to RGB, so the luma of the RGB pixels is off the JPEG's
+    lattice and its dip moves (QF 30 is found at 32 here); the file's own Y plane (``read_jpeg_luma``) is exact."""
+    import cv2
+
+    from utils.utils_image import read_jpeg_luma
+
+    img = held_out_crop(datasets, "IRCNN_Val20/006.png")
+    path = tmp_path / f"saturated_q{qf}.jpg"
+    assert cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, qf])
+    rgb = imread_uint(path, 3)
+    y = read_jpeg_luma(path)
+    assert y.shape == (*rgb.shape[:2], 1) and y.dtype == np.uint8
+    inside = ((rgb > 0) & (rgb < 255)).all(axis=2)  # unclipped pixels: the RGB luma is the JPEG's, +-1
+    assert inside.mean() < 0.8 and np.mean(np.abs(luma(rgb)[inside].astype(int) - y[inside]) <= 1) > 0.99
+    assert np.mean(luma(rgb) != y) > 0.2  # the clipped ones are not
+    est = estimate_dominant_qf(y)
+    assert est.accepted and est.qf == qf and est.shift == (0, 0), est
+    assert main([str(path)]) == 0 and f"QF {qf} " in capsys.readouterr().out  # the CLI reads the Y plane
+
+
+def test_read_jpeg_luma_formats_and_orientation(datasets, tmp_path) -> None:
+    from PIL import Image
+
+    from utils.utils_image import read_jpeg_luma
+
+    img = live1(datasets, "bikes", 3, size=96)[:64]
+    imsave(img, tmp_path / "a.png")
+    assert read_jpeg_luma(tmp_path / "a.png") is None and read_jpeg_luma(tmp_path / "missing.jpg") is None
+    gray = live1(datasets, "bikes", 1, size=96)[:64]
+    Image.fromarray(gray[:, :, 0]).save(tmp_path / "g.jpg", quality=40)
+    assert np.array_equal(read_jpeg_luma(tmp_path / "g.jpg"), imread_uint(tmp_path / "g.jpg", 1))
+    exif = Image.Exif()
+    exif[274] = 6  # rotate 90 degrees clockwise to display
+    Image.fromarray(img).save(tmp_path / "r.jpg", quality=40, exif=exif)
+    stored, upright = read_jpeg_luma(tmp_path / "r.jpg"), read_jpeg_luma(tmp_path / "r.jpg", upright=True)
+    assert stored.shape == (64, 96, 1) and np.array_equal(upright[:, :, 0], np.rot90(stored[:, :, 0], -1))

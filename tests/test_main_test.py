@@ -293,15 +293,16 @@ def test_dominant_mode_with_the_real_estimator(tmp_path: Path, tiny_gray_path: P
     assert row["dominant_accepted"] and abs(row["qf_used"] - 10) <= 5
 
 
-def test_dominant_mode_reads_colour_real_jpegs_as_decoded(tmp_path: Path, tiny_gray_path: Path, datasets: Path) -> None:
-    """A gray model on a colour real JPEG: FBCNN-D sees the decoded colour file (as the restore CLI), not MATLAB's Y."""
+def test_dominant_mode_reads_real_jpegs_own_luma(tmp_path: Path, tiny_gray_path: Path, datasets: Path) -> None:
+    """A gray model on a colour real JPEG: FBCNN-D reads the file's own Y plane (as the restore CLI does), not
+    MATLAB's Y, nor the luma of the decoded RGB, whose saturated colours are clipped (that one finds QF 32 here)."""
     from PIL import Image
 
     from utils.dominant_qf import estimate_dominant_qf
 
     folder = tmp_path / "real"
     folder.mkdir()
-    rgb = imread_uint(sorted((datasets / "trainsets" / "Kodak5").iterdir())[0], 3)[:256, :256]
+    rgb = imread_uint(datasets / "trainsets" / "IRCNN_Val20" / "006.png", 3)[:256, :256]
     Image.fromarray(rgb).save(folder / "photo.jpg", quality=30)
     status = run_main(
         "--opt", ROOT / "options/test_fbcnn_real.json", "--model", tiny_gray_path, "--testset", f"Real={folder}",
@@ -309,8 +310,8 @@ def test_dominant_mode_reads_colour_real_jpegs_as_decoded(tmp_path: Path, tiny_g
     )  # fmt: skip
     assert status == 0
     (row,) = json.loads((tmp_path / "res" / "tiny_gray_real_dominant" / "results.json").read_text())["images"]
-    expected = estimate_dominant_qf(imread_uint(folder / "photo.jpg", 3))
-    assert row["dominant_qf"] == expected.qf and expected.qf is not None and abs(expected.qf - 30) <= 1
+    assert row["dominant_accepted"] and row["dominant_qf"] == 30
+    assert estimate_dominant_qf(imread_uint(folder / "photo.jpg", 1)).qf != 30  # MATLAB's Y would miss it
 
 
 def test_dominant_mode_without_module_is_a_clear_error(

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -90,6 +91,34 @@ def imread_uint(path: str | os.PathLike, n_channels: int = 3) -> np.ndarray:
     if n_channels not in (1, 3):
         raise ValueError(f"n_channels must be 1 or 3, got {n_channels}")
     return img
+
+
+def read_jpeg_luma(path: str | os.PathLike | BinaryIO, *, upright: bool = False) -> np.ndarray | None:
+    """The Y plane of a JPEG file (a path or a binary file object) as decoded, before any colour conversion:
+    uint8 ``H x W x 1``.
+
+    None when the file is not a gray or YCbCr JPEG (another format, CMYK, unreadable). FBCNN-D and the
+    grid-phase search read this for JPEG files: decoded RGB is clipped to [0, 255] where colours are
+    saturated, and the luma of clipped pixels is no longer the JPEG's, which blurs the recompression dips.
+    ``upright``: apply the EXIF orientation, as the restore CLI's reader does (``imread_uint`` does not).
+    """
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as im:
+            if im.format != "JPEG" or im.mode not in ("L", "RGB"):
+                return None
+            if im.mode == "RGB":
+                im.draft("YCbCr", im.size)  # keep the decoder's YCbCr output
+                if im.mode != "YCbCr":
+                    return None
+            im.load()
+            if upright:
+                im = ImageOps.exif_transpose(im)
+            arr = np.asarray(im)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+    return np.ascontiguousarray(arr[:, :, :1] if arr.ndim == 3 else arr[:, :, None])
 
 
 def imsave(img: np.ndarray, path: str | os.PathLike) -> None:

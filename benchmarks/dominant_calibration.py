@@ -11,15 +11,18 @@ Never-compressed photos are the Kodak PhotoCD scans and 2x area-downscaled crops
 Urban100_half and IRCNN_Val20 PNGs as distributed carry a QF ~96 JPEG trace on their own grid, ratio ~0.03:
 they were JPEGs once; they are listed apart).
 
-The images used are the EVEN-numbered files of each training set (sorted); the odd-numbered ones are left for
-``tests/test_dominant_qf.py`` (images not used for calibration).
+The JPEG cases are read as the restore CLI reads a JPEG file: its own Y plane (``read_jpeg_luma``);
+``--decoded`` gives the estimator the decoded RGB pixels instead (what a caller with only pixels has; saturated
+colours clip there and can move a dip). The images used are the EVEN-numbered files of each training set
+(sorted); the odd-numbered ones are left for ``tests/test_dominant_qf.py`` (images not used for calibration).
 
-    python benchmarks/dominant_calibration.py [--per-set 8] [--json out.json]
+    python benchmarks/dominant_calibration.py [--per-set 8] [--json out.json] [--parity 1] [--decoded]
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import time
@@ -32,9 +35,9 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from data.degradations import jpeg, shift_crop  # noqa: E402
+from data.degradations import jpeg, jpeg_encode, shift_crop  # noqa: E402
 from utils.dominant_qf import estimate_dominant_qf  # noqa: E402
-from utils.utils_image import imread_uint, list_images  # noqa: E402
+from utils.utils_image import imread_uint, list_images, read_jpeg_luma  # noqa: E402
 
 TRAIN = ROOT.parent / "shared" / "datasets" / "trainsets"
 SETS = {"BSDS500_trainval": False, "Urban100_half": True, "IRCNN_Val20": True, "Kodak5": True}  # name: lossless
@@ -106,17 +109,24 @@ def record(kind: str, case: str, truth: int | None, img: np.ndarray) -> dict:
     }
 
 
-def collect(per_set: int, graphics: int, parity: int = 0) -> list[dict]:
+def last_jpeg(img: np.ndarray, qf: int, decoded: bool) -> np.ndarray:
+    """``img`` compressed at ``qf`` as the estimator sees it: the file's Y plane, or (``decoded``) the RGB pixels."""
+    return jpeg(img, qf) if decoded else read_jpeg_luma(io.BytesIO(jpeg_encode(img, qf)))
+
+
+def collect(per_set: int, graphics: int, parity: int = 0, decoded: bool = False) -> list[dict]:
     rows = []
     images = training_images(per_set, parity)
     start = time.perf_counter()
     for i, (name, img, lossless) in enumerate(images):
         for qf in SINGLE:
-            rows.append(record("single", f"QF {qf}", qf, jpeg(img, qf)))
+            rows.append(record("single", f"QF {qf}", qf, last_jpeg(img, qf, decoded)))
         for q1, q2 in DOUBLE_UP:
-            rows.append(record("double_up", f"{q1}->{q2}", q1, double_jpeg(img, q1, q2)))
+            first = shift_crop(jpeg(img, q1), (4, 4))
+            rows.append(record("double_up", f"{q1}->{q2}", q1, last_jpeg(first, q2, decoded)))
         for q1, q2 in DOUBLE_DOWN:
-            rows.append(record("double_down", f"{q1}->{q2}", q2, double_jpeg(img, q1, q2)))
+            first = shift_crop(jpeg(img, q1), (4, 4))
+            rows.append(record("double_down", f"{q1}->{q2}", q2, last_jpeg(first, q2, decoded)))
         if name.startswith("Kodak5"):  # PhotoCD scans, never JPEG-compressed
             rows.append(record("clean", "never compressed (Kodak)", None, img))
         elif lossless:  # Urban100/IRCNN PNGs carry a QF ~96 JPEG trace on their own grid: record it apart
@@ -182,8 +192,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the raw rows here")
     parser.add_argument("--parity", type=int, default=0, help="0: even files (calibration), 1: odd (held out)")
     parser.add_argument("--load", type=Path, help="read rows written by --json instead of computing them")
+    parser.add_argument("--decoded", action="store_true", help="JPEG cases as decoded RGB, not the file's Y plane")
     args = parser.parse_args()
-    rows = json.loads(args.load.read_text()) if args.load else collect(args.per_set, args.graphics, args.parity)
+    if args.load:
+        rows = json.loads(args.load.read_text())
+    else:
+        rows = collect(args.per_set, args.graphics, args.parity, args.decoded)
     if args.json:
         args.json.write_text(json.dumps(rows))
     rules = {"T=30 (paper)": ("paper", 30.0), "T=100": ("paper", 100.0)}

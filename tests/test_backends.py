@@ -43,7 +43,17 @@ def test_auto_picks_onnxruntime_where_bf16_is_emulated(monkeypatch, ort) -> None
         backends.choose_backend("onnxruntime", "cpu")
 
 
+def test_onednn_isa_cap_below_bf16_counts_as_emulated(monkeypatch) -> None:
+    """ONEDNN_MAX_CPU_ISA=AVX2 on a bf16 CPU makes oneDNN emulate bf16 (slower than float32): not native."""
+    monkeypatch.setattr(tiling, "cpu_flags", lambda: BF16_CPU)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert not tiling.bf16_supported("cpu")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core_amx")
+    assert tiling.bf16_supported("cpu")
+
+
 def test_auto_picks_torch_bf16_where_bf16_is_native(monkeypatch, ort) -> None:
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.setattr(tiling, "cpu_flags", lambda: BF16_CPU)
     choice = backends.choose_backend("auto", "cpu")
     assert (choice.name, choice.bf16, choice.channels_last) == ("torch", True, True)

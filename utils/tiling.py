@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -95,8 +96,16 @@ def bf16_supported(device: torch.device | str) -> bool:
             except TypeError:  # torch < 2.3 has no including_emulation: decide by compute capability
                 return torch.cuda.get_device_capability(index) >= (8, 0)
     if device.type == "cpu":
-        return bool(cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
+        capped = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper() not in _ONEDNN_BF16_ISAS
+        return not capped and bool(cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
     return False
+
+
+# ONEDNN_MAX_CPU_ISA values that keep oneDNN's native bf16 kernels (a lower cap, e.g. AVX2, emulates bf16)
+_ONEDNN_BF16_ISAS = {
+    "ALL", "DEFAULT", "", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16",
+    "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2",
+}  # fmt: skip
 
 
 def prepare_model(model: nn.Module, channels_last: bool = False, compile: bool = False) -> nn.Module:

@@ -59,11 +59,12 @@ def markers(model: str) -> tuple[str, str]:
 
 
 def training_logs(model: str) -> list[Path]:
-    """The committed training logs of a bundled model, one per stage (copies of experiments/<task>/train.log):
-    ``<name>.train.log``, then ``<name>_ft.train.log`` for the fine-tune initialised from it, if any."""
+    """The committed training logs of a bundled model, one per stage (copies of experiments/<task>/train.log,
+    named ``<name><stage>.train.log``: ``<name>.train.log``, ``<name>_ft.train.log``, ``<name>_v2.train.log``, ...),
+    in the order they ran (the first timestamp of each)."""
     stem = ZOO_MODELS[MODELS[model]].stem
-    logs = [ROOT / "model_zoo" / "logs" / f"{stem}{suffix}.train.log" for suffix in ("", "_ft")]
-    return [path for path in logs if path.is_file()]
+    logs = (ROOT / "model_zoo" / "logs").glob(f"{stem}*.train.log")
+    return sorted(logs, key=lambda path: path.read_text(encoding="utf-8")[:19])
 
 
 def chained_log(model: str) -> TrainingLog | None:
@@ -117,6 +118,12 @@ def _testsets(root: Path, folders: dict[str, str]) -> str:
     return "testsets=" + json.dumps({name: str(root / folder) for name, folder in folders.items()})
 
 
+def _iterations(stage: TrainingLog) -> str:
+    if stage.start_step:  # continued the previous stage's numbering from its weights
+        return f"its iterations {stage.start_step:,} to {stage.last_step:,}"
+    return f"{stage.last_step:,} iterations"
+
+
 def training_summary(model: str) -> str:
     """One paragraph: iterations and training hours per stage, and where the weights come from."""
     paths = training_logs(model)
@@ -126,7 +133,7 @@ def training_summary(model: str) -> str:
     log = chain_logs(stages)
     step, psnr = log.best_step()
     parts = [
-        f"{stage.name} ({stage.last_step:,} iterations, {stage.hours():.1f} h, `model_zoo/logs/{path.name}`)"
+        f"{stage.name} ({_iterations(stage)}, {stage.hours():.1f} h, `model_zoo/logs/{path.name}`)"
         for stage, path in zip(stages, paths, strict=True)
     ]
     return (

@@ -123,6 +123,19 @@ def test_training_log_parser_agrees_with_tensorboard(trained: Path, tmp_path: Pa
     assert chained.hours() == pytest.approx(3 * log.hours(), rel=0.01)
     assert chained.name == "fbcnn_gray_tiny + resumed"
 
+    # A run initialised from weights with pretrained_step 20 continues the numbering: its iterations replace the
+    # first run's after 20, and a later fresh stage follows its last iteration.
+    steps = [x for x in lines if "| step" in x or "| validation step" in x]
+    shifted = [re.sub(r"step(\s+)(\d+)", lambda m: f"step{m[1]}{int(m[2]) + 20}", x) for x in steps]
+    slow = [re.sub(r"([0-9.]+) s/it", lambda m: f"{3 * float(m[1]):.3f} s/it", x) for x in shifted]
+    continued = tmp_path / "continued.train.log"
+    continued.write_text("\n".join(["2026-01-01 00:00:00 | initialised from w.pth: step 20, epoch 0, lr 1e-4", *slow]))
+    assert parse_train_log(continued).start_step == 20 and parse_train_log(resumed).start_step == 0
+    chained = chain_logs([log, parse_train_log(continued), log])
+    assert sorted(chained.val) == [20, 40, 60, 80, 100]  # 20 from the first run, 40 and 60 continued, then + 40
+    assert chained.train[40]["s_per_it"] == pytest.approx(3 * log.train[20]["s_per_it"], rel=0.01)
+    assert chained.last_step == 100
+
     plot = tmp_path / "curves.png"
     assert training_log_main([str(trained / "train.log"), str(resumed), "--chain", "--plot", str(plot)]) == 0
     assert plot.stat().st_size > 10_000

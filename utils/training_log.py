@@ -25,6 +25,7 @@ STEP_LINE = re.compile(
 )
 VAL_LINE = re.compile(r"\| validation step (?P<step>\d+) \| PSNR/SSIM/PSNR-B \| (?P<parts>.*)$")
 BEST_LINE = re.compile(r"\| new best validation PSNR (?P<psnr>[0-9.]+) dB")
+INIT_LINE = re.compile(r"\| initialised from .*: step (?P<step>\d+), epoch")  # path.pretrained_netG (+ _step)
 VAL_PART = re.compile(
     r"QF(?P<qf>\d+): (?P<psnr>[0-9.]+) dB / (?P<ssim>[0-9.]+) / (?P<psnrb>[0-9.]+), QF MAE (?P<qf_mae>[0-9.]+|nan)"
 )
@@ -40,6 +41,7 @@ class TrainingLog:
     val: dict[int, dict[int, dict[str, float]]] = field(default_factory=dict)
     best: dict[int, float] = field(default_factory=dict)  # step -> mean validation PSNR, where best_G was saved
     name: str = ""
+    start_step: int = 0  # path.pretrained_step of a run initialised from weights: it continues that numbering
 
     def __post_init__(self) -> None:
         if not self.name:  # experiments/<task>/train.log -> task; <task>.train.log -> task
@@ -51,7 +53,7 @@ class TrainingLog:
 
     def hours(self) -> float:
         """Wall-clock hours spent on the kept iterations (s/it times the iterations each line covers)."""
-        total, previous = 0.0, 0
+        total, previous = 0.0, self.start_step
         for step in sorted(self.train):
             total += self.train[step]["s_per_it"] * (step - previous)
             previous = step
@@ -86,20 +88,31 @@ def parse_train_log(path: str | os.PathLike) -> TrainingLog:
                 last_val = int(m["step"])
         elif (m := BEST_LINE.search(line)) and last_val is not None:
             log.best[last_val] = float(m["psnr"])
+        elif (m := INIT_LINE.search(line)) and not log.train:
+            log.start_step = int(m["step"])
     if not log.train:
         raise ValueError(f"{log.path}: no training lines ('| step N | epoch ...') found; is this a train.log?")
     return log
 
 
 def chain_logs(stages: Sequence[TrainingLog]) -> TrainingLog:
-    """One log from consecutive stages of a model (e.g. training, then a fine-tune initialised from it): each
-    stage's iterations are shifted to follow the previous stage's last one. Named after the last stage."""
-    chained, offset = TrainingLog(stages[-1].path, name=" + ".join(stage.name for stage in stages)), 0
+    """One log from consecutive stages of a model. A stage started from iteration 0 (a fine-tune initialised
+    from the previous stage) is shifted to follow the previous stage's last iteration; a stage that continued
+    the previous one's numbering (``start_step`` > 0: weights and ``pretrained_step`` N) keeps it and replaces
+    the previous stage's iterations after N. Named after the stages."""
+    chained = TrainingLog(stages[-1].path, name=" + ".join(stage.name for stage in stages))
+    offset = previous = 0  # shift of the next fresh stage; shift of the last stage
     for stage in stages:
+        if stage.start_step:
+            offset = previous
+            cut = offset + stage.start_step
+            for table in (chained.train, chained.val, chained.best):
+                for step in [step for step in table if step > cut]:
+                    del table[step]
         chained.train.update({offset + step: values for step, values in stage.train.items()})
         chained.val.update({offset + step: by_qf for step, by_qf in stage.val.items()})
         chained.best.update({offset + step: psnr for step, psnr in stage.best.items()})
-        offset += stage.last_step
+        previous, offset = offset, offset + stage.last_step
     return chained
 
 

@@ -293,8 +293,7 @@ def build_demo(restorer: Restorer, max_pixels: int = DEFAULT_MAX_PIXELS, workdir
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="main_demo_fbcnn.py",
+    parser = argparse.ArgumentParser(  # prog: main_demo_fbcnn.py from a checkout, fbcnn-demo when installed
         description="FBCNN web demo (Gradio): blind restoration, the QF slider, FBCNN-D and the grid phase.",
     )
     parser.add_argument("--model", action="append", default=[], help="FBCNN checkpoint to offer (repeatable)")
@@ -350,5 +349,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Console-script entry point (``fbcnn-demo``, installed with the ``demo`` extra's Gradio)."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

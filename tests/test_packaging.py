@@ -26,7 +26,8 @@ from models import ZOO_MODELS
 from tests.conftest import ROOT
 
 MAX_WHEEL_BYTES = 25 * 1024 * 1024
-SOURCES = ["pyproject.toml", "requirements.txt", "README.md", "main_restore_fbcnn.py", "models", "data", "utils"]
+SOURCES = ["pyproject.toml", "requirements.txt", "README.md", "main_restore_fbcnn.py", "main_demo_fbcnn.py"]
+SOURCES += ["models", "data", "utils"]
 
 
 def _env() -> dict[str, str]:
@@ -101,6 +102,7 @@ def test_wheel_contents_and_size(wheel) -> None:
     assert wheel.stat().st_size < MAX_WHEEL_BYTES, f"{wheel.name}: {wheel.stat().st_size / 2**20:.1f} MB"
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {f"model_zoo/{p.name}" for p in ZOO_MODELS.values()} | {"model_zoo/README.md", "main_restore_fbcnn.py"}
+    expected.add("main_demo_fbcnn.py")
     expected |= {f"utils/paper_results/{p.name}" for p in (ROOT / "utils" / "paper_results").glob("*.csv")}
     expected |= {"models/__init__.py", "data/__init__.py", "utils/__init__.py", "model_zoo/__init__.py"}
     assert expected <= names, sorted(expected - names)
@@ -124,6 +126,8 @@ def test_wheel_installs_and_restores_from_elsewhere(wheel, tmp_path) -> None:
     restore = venv / "bin" / "fbcnn-restore"
     help_text = _run([str(restore), "--help"], elsewhere).stdout
     assert "usage: fbcnn-restore" in help_text and "--qf-mode" in help_text
+    demo_help = _run([str(venv / "bin" / "fbcnn-demo"), "--help"], elsewhere).stdout  # --help needs no Gradio
+    assert "usage: fbcnn-demo" in demo_help and "--share" in demo_help
 
     rng = np.random.default_rng(0)
     img = (rng.random((40, 48, 3)) * 255).astype(np.uint8)

@@ -42,6 +42,13 @@ class TrainingLog:
     best: dict[int, float] = field(default_factory=dict)  # step -> mean validation PSNR, where best_G was saved
     name: str = ""
     start_step: int = 0  # path.pretrained_step of a run initialised from weights: it continues that numbering
+    stage_starts: list[int] = field(default_factory=list)  # chained logs: where each later stage begins
+
+    @property
+    def label(self) -> str:
+        """A short name for plot legends: a chained log's first stage and how many follow."""
+        names = self.name.split(" + ")
+        return self.name if len(names) < 3 else f"{names[0]} + {len(names) - 1} stages"
 
     def __post_init__(self) -> None:
         if not self.name:  # experiments/<task>/train.log -> task; <task>.train.log -> task
@@ -109,6 +116,8 @@ def chain_logs(stages: Sequence[TrainingLog]) -> TrainingLog:
             for table in (chained.train, chained.val, chained.best):
                 for step in [step for step in table if step > cut]:
                     del table[step]
+        if chained.train:
+            chained.stage_starts.append(offset + stage.start_step)
         chained.train.update({offset + step: values for step, values in stage.train.items()})
         chained.val.update({offset + step: by_qf for step, by_qf in stage.val.items()})
         chained.best.update({offset + step: psnr for step, psnr in stage.best.items()})
@@ -129,10 +138,13 @@ def plot_training_curves(logs: Sequence[TrainingLog], out: str | os.PathLike, sm
         windows = [values[max(0, i - smooth // 2) : i + smooth // 2 + 1] for i in range(len(values))]
         return [sum(w) / len(w) for w in windows]
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     for index, log in enumerate(logs):
         color = f"C{index}"
-        name = log.name
+        name = log.label
+        for ax in axes:
+            for start in log.stage_starts:  # stage boundaries of a chained log
+                ax.axvline(start, color=color, alpha=0.3, linestyle=":", linewidth=1)
         steps = sorted(log.train)
         for ax, key in zip(axes[:2], ("l_img", "l_qf"), strict=True):
             values = [log.train[s][key] for s in steps]
@@ -147,10 +159,13 @@ def plot_training_curves(logs: Sequence[TrainingLog], out: str | os.PathLike, sm
             axes[2].plot(x, y, style, color=color, marker=".", label=f"{name}, QF{qf}")
     axes[0].set(title="image loss (L1, [0,1] scale)", xlabel="iteration", yscale="log")
     axes[1].set(title="QF loss (L1 on (100-QF)/100, single JPEG only)", xlabel="iteration", yscale="log")
-    axes[2].set(title="validation PSNR (dB)", xlabel="iteration")
+    axes[2].set(
+        title="validation PSNR (dB)" + ("; dotted: stage starts" if any(lg.stage_starts for lg in logs) else ""),
+        xlabel="iteration",
+    )
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     out = Path(out)
     atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))

@@ -61,7 +61,9 @@ def test_padding_puts_the_grid_at_the_origin(clean: list[np.ndarray]) -> None:
 
 
 def test_grid_aware_inference_restores_cropped_jpegs_better(clean: list[np.ndarray]) -> None:
-    """v1 of the bundled gray model saw only aligned patches: aligning the grid must win on a cropped JPEG."""
+    """Aligning the grid must win on a cropped JPEG. v1 of the bundled gray model, trained on aligned patches only,
+    gained 0.3 dB from it here; v2, trained with the grid-phase re-crop, keeps most of its gain without and still
+    gains 0.08 dB (0.02-0.17 per image)."""
     model = load_model(ZOO_MODELS[1])
     ys = [rgb2ycbcr(img, only_y=True)[:, :, None] for img in clean]
     gt = [y[3:, 6:] for y in ys]
@@ -71,7 +73,7 @@ def test_grid_aware_inference_restores_cropped_jpegs_better(clean: list[np.ndarr
         calculate_psnr(g, restore_grid_aligned(lambda x: restore(model, x), low, estimate_grid_phase(low).phase)[0])
         for g, low in zip(gt, lows, strict=True)
     ]
-    assert np.mean(aligned) > np.mean(plain) + 0.1, (plain, aligned)
+    assert np.mean(aligned) > np.mean(plain) + 0.04 and all(np.greater(aligned, plain)), (plain, aligned)
 
 
 def test_restore_cli_aligns_by_default(tmp_path: Path, clean: list[np.ndarray], caplog) -> None:
@@ -109,4 +111,6 @@ def test_test_script_grid_offset_and_grid_align(tmp_path: Path, datasets: Path) 
     assert row_plain["degradation"] == "qf10_crop3-6" and row_plain["grid_offset"] == [3, 6]
     assert row_aligned["grid_phase"] == [5, 2] and "grid_phase" not in row_plain
     assert row_aligned["jpeg_psnr"] == row_plain["jpeg_psnr"]
-    assert row_aligned["psnr"] > row_plain["psnr"]
+    # the aligned path ran (another restoration, as good within 0.2 dB; which one wins on a single 160-pixel crop
+    # depends on the model: v2 is trained on all grid phases, test_grid_aware_inference_... measures the gain)
+    assert row_aligned["psnr"] != row_plain["psnr"] and abs(row_aligned["psnr"] - row_plain["psnr"]) < 0.2

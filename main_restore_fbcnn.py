@@ -67,11 +67,17 @@ class LoadedImage:
     alpha: np.ndarray | None = None  # H x W, the dtype of ``pixels``, carried through untouched
     icc_profile: bytes | None = None  # kept for the output when the pixels were not colour-converted
     notes: list[str] = field(default_factory=list)  # conversions made, logged as warnings
-    jpeg_luma: np.ndarray | None = None  # JPEG files: the Y plane as decoded (``read_jpeg_luma``), upright
+    source: Path | None = None  # the file read (its JPEG Y plane is decoded only when asked for)
+    _analysis: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def analysis_pixels(self) -> np.ndarray:
-        """What FBCNN-D and the grid-phase search read: the JPEG's own Y plane, else the uint8 pixels."""
-        return self.jpeg_luma if self.jpeg_luma is not None else to_uint8(self.pixels)
+        """What FBCNN-D and the grid-phase search read: a JPEG file's own Y plane (``read_jpeg_luma``, upright),
+        else the uint8 pixels. Decoded on the first call only."""
+        if self._analysis is None:
+            luma = read_jpeg_luma(self.source, upright=True) if self.source is not None else None
+            ok = luma is not None and luma.shape[:2] == self.pixels.shape[:2]
+            self._analysis = luma if ok else to_uint8(self.pixels)
+        return self._analysis
 
 
 # EXIF orientation (tag 274) -> how to make the pixels upright: (transpose first, then rotate k x 90 deg clockwise)
@@ -157,10 +163,7 @@ def read_image(path: str | Path) -> LoadedImage:
         arr = arr[:, :, None]
     alpha = arr[:, :, -1].copy() if im.mode in ("LA", "RGBA") else None
     pixels = np.ascontiguousarray(arr[:, :, :-1] if alpha is not None else arr)
-    luma = read_jpeg_luma(path, upright=True)
-    if luma is not None and luma.shape[:2] != pixels.shape[:2]:
-        luma = None
-    return LoadedImage(pixels, alpha, icc, notes, luma)
+    return LoadedImage(pixels, alpha, icc, notes, path)
 
 
 def write_image(

@@ -217,6 +217,9 @@ def test_saturated_colour_jpeg_file_is_read_as_its_own_luma(datasets, tmp_path, 
     est = estimate_dominant_qf(y)
     assert est.accepted and est.qf == qf and est.shift == (0, 0), est
     assert main([str(path)]) == 0 and f"QF {qf} " in capsys.readouterr().out  # the CLI reads the Y plane
+    from main_restore_fbcnn import read_image
+
+    assert np.array_equal(read_image(path).analysis_pixels(), y)  # so do the restore CLI and the demo
 
 
 def test_read_jpeg_luma_formats_and_orientation(datasets, tmp_path) -> None:

@@ -42,7 +42,7 @@ from main_restore_fbcnn import LoadedImage, read_image, restore_pixels, to_uint8
 from models import ZOO_MODELS, load_model
 from utils.dominant_qf import QFEstimate, estimate_dominant_qf
 from utils.grid_align import GridPhase, estimate_grid_phase
-from utils.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, bf16_supported, prepare_model
+from utils.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, half_supported, prepare_model
 from utils.utils_eval import model_channels
 from utils.utils_image import ImageReadError
 
@@ -171,7 +171,7 @@ class Restorer:
 
     def __init__(self, models: dict[str, Path], device: str = "cpu", tile: int = DEFAULT_TILE) -> None:
         self.paths, self.device, self.tile = dict(models), torch.device(device), tile
-        self.bf16 = bf16_supported(self.device)
+        self.half = half_supported(self.device)  # bf16, or fp16 on CUDA GPUs without native bf16
 
     @functools.cache  # noqa: B019 (one Restorer per process; the models are meant to stay loaded)
     def model(self, name: str) -> nn.Module:
@@ -181,7 +181,7 @@ class Restorer:
         self, name: str, img: LoadedImage, qf: float | None, phase: tuple[int, int] | None
     ) -> tuple[np.ndarray, float | None]:
         """Restore ``img`` with model ``name`` at JPEG quality ``qf`` (None: blind); returns (pixels, QF used)."""
-        bf16 = self.bf16 and img.pixels.dtype == np.uint8  # 16-bit inputs run in float32, as in the CLI
+        half = self.half and img.pixels.dtype == np.uint8  # 16-bit inputs run in float32, as in the CLI
         return restore_pixels(
             self.model(name),
             img.pixels,
@@ -189,7 +189,7 @@ class Restorer:
             phase=phase,
             tile=self.tile or None,
             overlap=DEFAULT_OVERLAP,
-            bf16=bf16,
+            half=half,
             channels_last=True,
         )
 

@@ -41,7 +41,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from models import FBCNN, ZOO_MODELS, CheckpointError, load_model
 from utils.backends import BACKENDS, OrtFBCNN, cached_onnx, choose_backend
 from utils.grid_align import estimate_grid_phase, restore_grid_aligned
-from utils.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, prepare_model, restore_tiled
+from utils.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, half_dtype, prepare_model, restore_tiled
 from utils.utils_eval import model_channels, pick_device
 from utils.utils_image import IMG_EXTENSIONS, ImageReadError, list_images, read_jpeg_luma, rgb2ycbcr, ycbcr2rgb
 from utils.utils_io import atomic_write
@@ -352,7 +352,7 @@ def restore_pixels(
     phase: tuple[int, int] | None = None,
     tile: int | None = DEFAULT_TILE,
     overlap: int = DEFAULT_OVERLAP,
-    bf16: bool = False,
+    half: bool = False,
     channels_last: bool = False,
     progress: bool = False,
 ) -> tuple[np.ndarray, float | None]:
@@ -367,7 +367,7 @@ def restore_pixels(
 
     def run(img: np.ndarray) -> tuple[np.ndarray, float | None]:
         return restore_tiled(
-            model, img, qf, tile=tile, overlap=overlap, bf16=bf16, channels_last=channels_last, progress=progress
+            model, img, qf, tile=tile, overlap=overlap, half=half, channels_last=channels_last, progress=progress
         )
 
     restored, qf_used = restore_grid_aligned(run, x, phase)
@@ -375,15 +375,15 @@ def restore_pixels(
 
 
 def restore_file(
-    model: nn.Module, src: Path, dst: Path, args: argparse.Namespace, fmt: str, bf16: bool
+    model: nn.Module, src: Path, dst: Path, args: argparse.Namespace, fmt: str, half: bool
 ) -> tuple[float | None, str]:
     """Read, restore and write one image; returns (QF used, how it was chosen). Raises on bad input."""
     img = read_image(src)
     for note in img.notes:
         log.warning("%s: %s", src, note)
-    if img.pixels.dtype == np.uint16 and bf16 and args.bf16 is None:
-        bf16 = False  # bf16 keeps 8 significant bits: 16-bit images run in float32 unless --bf16 is given
-        log.info("%s: 16-bit image: restored in float32 (--bf16 to force bf16)", src)
+    if img.pixels.dtype == np.uint16 and half and args.half is None:
+        half = False  # bf16 keeps 8 significant bits, fp16 11: 16-bit images run in float32 unless --half is given
+        log.info("%s: 16-bit image: restored in float32 (--half to force half precision)", src)
     qf, how = choose_qf(args.qf_mode, args.qf, img.analysis_pixels(), str(src))
     phase = estimate_grid_phase(img.analysis_pixels()).phase if args.grid_align else None
     if phase not in (None, (0, 0)):
@@ -395,7 +395,7 @@ def restore_file(
         phase=phase,
         tile=args.tile or None,
         overlap=args.tile_overlap,
-        bf16=bf16,
+        half=half,
         channels_last=args.channels_last,
         progress=True,
     )
@@ -456,18 +456,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N] (default: auto)")
     parser.add_argument(
+        "--half",
         "--bf16",
+        dest="half",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="bfloat16 autocast (with channels_last 2-2.7x faster on an AVX512-BF16 CPU), output within "
-        "2 levels of float32 (mean 0.17); "
-        "default: on where the hardware computes bf16 natively",
+        help="half-precision autocast: bfloat16 (with channels_last 2-2.7x faster on an AVX512-BF16 CPU, output "
+        "within 2 levels of float32, mean 0.17), float16 on CUDA GPUs without native bf16 (V100, T4, RTX 20xx); "
+        "default: on where the hardware computes it natively (--bf16/--no-bf16: older names)",
     )
     parser.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="channels_last memory format (default: on; faster with bf16)",
+        help="channels_last memory format (default: on; faster with --half)",
     )
     parser.add_argument(
         "--grid-align",
@@ -481,7 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=BACKENDS,
         default=os.environ.get("FBCNN_BACKEND") or "auto",
         help="torch, onnxruntime (CPU, float32; the exported graph is cached per checkpoint in ~/.cache/fbcnn) or "
-        "auto: torch with bf16 where the CPU/GPU computes bf16 natively, onnxruntime on other CPUs when installed "
+        "auto: torch with half precision where the CPU/GPU computes it natively (bf16; fp16 on CUDA GPUs without bf16), "
+        "onnxruntime on other CPUs when installed "
         "(default: %(default)s; $FBCNN_BACKEND sets it)",
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (slow first image)")
@@ -534,7 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("--gray asks for a gray model, but %s has %d input channels", model_path, channels)
         return 2
     try:
-        backend = choose_backend(args.backend, device, args.bf16)
+        backend = choose_backend(args.backend, device, args.half)
     except ValueError as exc:
         log.error("%s", exc)
         return 2
@@ -542,28 +545,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.backend == "onnxruntime":
             log.error("--backend onnxruntime exports FBCNN networks only; %s is not one", model_path)
             return 2
-        backend = choose_backend("torch", device, args.bf16)  # auto: other networks stay on torch
+        backend = choose_backend("torch", device, args.half)  # auto: other networks stay on torch
     if backend.name == "onnxruntime":
-        if args.compile or args.bf16:
-            log.warning("--compile and --bf16 apply to the torch backend only; onnxruntime runs float32")
+        if args.compile or args.half:
+            log.warning("--compile and --half apply to the torch backend only; onnxruntime runs float32")
         try:
             model = OrtFBCNN(cached_onnx(model_path), channels)
         except Exception as exc:  # an export or runtime failure: name it, do not crash
             log.error("onnxruntime backend failed for %s: %s (try --backend torch)", model_path, exc)
             return 2
-        bf16, args.channels_last = False, False
+        half, args.channels_last = False, False
     else:
-        bf16 = backend.bf16
+        half = backend.half
         model = prepare_model(model, channels_last=args.channels_last, compile=args.compile)
     log.info(
-        "model %s (%s, %s) on %s; backend %s (%s); bf16 %s; %s",
+        "model %s (%s, %s) on %s; backend %s (%s); half precision %s; %s",
         model_path,
         getattr(model, "net_type", "network"),
         "gray" if channels == 1 else "colour",
         device,
         backend.name,
         backend.reason,
-        "on (--no-bf16 for float32)" if bf16 else "off",
+        f"on, {str(half_dtype(device)).removeprefix('torch.')} (--no-half for float32)" if half else "off",
         f"tiles {args.tile} px, overlap {args.tile_overlap}" if args.tile else "no tiling",
     )
 
@@ -578,7 +581,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if dst.resolve() in written:
                     raise ValueError(f"output {dst} was already written for {written[dst.resolve()]}")
                 start = time.perf_counter()
-                qf, how = restore_file(model, src, dst, args, fmt, bf16)
+                qf, how = restore_file(model, src, dst, args, fmt, half)
                 written[dst.resolve()] = src
                 qf_text = "n/a (the network predicts none)" if qf is None else f"{qf:.0f} ({how})"
                 log.info("%s -> %s: QF %s, %.1f s", src, dst, qf_text, time.perf_counter() - start)

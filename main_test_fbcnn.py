@@ -68,7 +68,8 @@ SCHEMA: dict[str, Any] = {
     # loading model_path into it when given; without netG, load_model detects the architecture (spandrel too)
     "tile": 0,  # restore in tiles of this size with one global QF (as the restore CLI); 0 = whole images
     "tile_overlap": 64,
-    "bf16": False,  # bfloat16 autocast (CUDA, or CPUs with native bf16) for large networks
+    "half": False,  # half-precision autocast for large networks: bf16 (CPUs with native bf16, Ampere+ GPUs), fp16 on
+    # older CUDA GPUs (utils.tiling.half_dtype)
     "device": "auto",  # auto (CUDA when available) | cpu | cuda | cuda:1 ...
     "protocol": "single",  # single | double | real
     "qfs": [10, 20, 30, 40],  # single JPEG qualities
@@ -447,9 +448,9 @@ def evaluate_item(
     qf_used, qf_info = select_qf(opt, seen, deg, estimator)
 
     def run_model(img: np.ndarray) -> tuple[np.ndarray, float | None]:
-        if opt["tile"] or opt["bf16"]:  # the restore CLI's path: tiles with one global QF, bf16 autocast
+        if opt["tile"] or opt["half"]:  # the restore CLI's path: tiles with one global QF, half precision
             return restore_tiled(
-                model, img, qf_used, tile=opt["tile"] or None, overlap=opt["tile_overlap"], bf16=opt["bf16"]
+                model, img, qf_used, tile=opt["tile"] or None, overlap=opt["tile_overlap"], half=opt["half"]
             )
         return restore(model, img, qf_used)
 

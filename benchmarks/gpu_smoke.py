@@ -11,7 +11,8 @@ Checks (each prints its figures; a failure is reported and the others still run)
 3. resume main_train_fbcnn.py on CUDA (tiny config, validation on): SIGKILL after a checkpoint, relaunch, and
           check that it resumed from that state and finished;
 4. ddp    two GPUs (where two exist): torchrun --nproc_per_node 2 with NCCL, tiny config;
-5. cli    the restore CLI on CUDA with --compile (and bf16 where supported), against the eager output.
+5. cli    the restore CLI on CUDA with --compile (half precision by default: bf16, or fp16 without native bf16),
+          against the eager output.
 
 Without CUDA it says so and exits 0. Data: ``../shared/datasets`` (trainsets/Kodak5), or ``--data``.
 """

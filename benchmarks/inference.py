@@ -104,10 +104,10 @@ def speed(args: argparse.Namespace) -> None:
     qf_input = baseline_qf.detach().clone()
     ours_cl = prepare_model(copy.deepcopy(ours), channels_last=True)
 
-    def ours_mode(channels_last: bool, bf16: bool, skip: bool, model: torch.nn.Module | None = None) -> Callable:
+    def ours_mode(channels_last: bool, half: bool, skip: bool, model: torch.nn.Module | None = None) -> Callable:
         if model is None:
             model = ours_cl if channels_last else ours
-        return lambda: forward(model, x, qf_input if skip else None, bf16=bf16, channels_last=channels_last)[0]
+        return lambda: forward(model, x, qf_input if skip else None, half=half, channels_last=channels_last)[0]
 
     modes: dict[str, Callable[[], torch.Tensor]] = {}
 
@@ -141,7 +141,7 @@ def speed(args: argparse.Namespace) -> None:
     if args.compile:
         compiled = prepare_model(copy.deepcopy(ours), channels_last=True, compile=True)
         start = time.perf_counter()
-        forward(compiled, x, qf_input, bf16=True, channels_last=True)
+        forward(compiled, x, qf_input, half=True, channels_last=True)
         print(f"torch.compile warm-up: {time.perf_counter() - start:.1f} s")
         modes["ours bf16 + channels_last + skip + compile"] = ours_mode(True, True, True, compiled)
 
@@ -203,10 +203,10 @@ def child_large(args: argparse.Namespace) -> None:
     h, w = args.child
     img = test_image(h, w)
     model = prepare_model(FBCNN(3, 3, nc=args.nc, nb=args.nb), channels_last=True)
-    bf16 = bf16_supported("cpu")
+    half = bf16_supported("cpu")
     rss_before = peak_rss_mb()
     start = time.perf_counter()
-    out, qf = restore_tiled(model, img, None, tile=args.tile, overlap=DEFAULT_OVERLAP, bf16=bf16, channels_last=True)
+    out, qf = restore_tiled(model, img, None, tile=args.tile, overlap=DEFAULT_OVERLAP, half=half, channels_last=True)
     result = {
         "size": f"{w}x{h}",
         "tile": args.tile,
@@ -222,7 +222,7 @@ def child_large(args: argparse.Namespace) -> None:
 def memory(args: argparse.Namespace) -> None:
     h, w = args.large
     small, full = ",".join(map(str, args.large_nc)), ",".join(map(str, args.nc))
-    print(f"\nMemory: tiled restoration in fresh subprocesses, nb={args.nb}, tile {args.tile}, bf16 auto")
+    print(f"\nMemory: tiled restoration in fresh subprocesses, nb={args.nb}, tile {args.tile}, bf16 where native")
     runs = {"large": ((h, w), small), "tile": ((args.tile, args.tile), small)}
     if small != full:
         runs["tile, full network"] = ((args.tile, args.tile), full)

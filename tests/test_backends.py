@@ -1,5 +1,6 @@
 """--backend torch|onnxruntime|auto: the choice per device (CPU flags and CUDA mocked), bf16_supported never
-reporting emulated bf16, and the per-checkpoint ONNX cache end to end (tiny network)."""
+reporting emulated bf16, fp16 on CUDA GPUs without native bf16, and the per-checkpoint ONNX cache end to end
+(tiny network)."""
 
 from __future__ import annotations
 
@@ -33,12 +34,12 @@ def test_auto_picks_onnxruntime_where_bf16_is_emulated(monkeypatch, ort) -> None
     monkeypatch.setattr(tiling, "cpu_flags", lambda: AVX2_ONLY)
     assert not tiling.bf16_supported("cpu")
     choice = backends.choose_backend("auto", "cpu")
-    assert choice.name == "onnxruntime" and not choice.bf16
+    assert choice.name == "onnxruntime" and not choice.half
     assert backends.choose_backend("torch", "cpu") == backends.Backend("torch", False, True, "asked for")
     # without onnxruntime: torch float32 + channels_last, never emulated bf16
     monkeypatch.setattr(backends, "onnxruntime_available", lambda: False)
     choice = backends.choose_backend("auto", "cpu")
-    assert (choice.name, choice.bf16, choice.channels_last) == ("torch", False, True)
+    assert (choice.name, choice.half, choice.channels_last) == ("torch", False, True)
     with pytest.raises(ValueError, match="onnxruntime is not installed"):
         backends.choose_backend("onnxruntime", "cpu")
 
@@ -56,16 +57,25 @@ def test_auto_picks_torch_bf16_where_bf16_is_native(monkeypatch, ort) -> None:
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.setattr(tiling, "cpu_flags", lambda: BF16_CPU)
     choice = backends.choose_backend("auto", "cpu")
-    assert (choice.name, choice.bf16, choice.channels_last) == ("torch", True, True)
-    assert backends.choose_backend("auto", "cpu", bf16=False).bf16 is False  # --no-bf16 is respected
+    assert (choice.name, choice.half, choice.channels_last) == ("torch", True, True)
+    assert backends.choose_backend("auto", "cpu", half=False).half is False  # --no-half is respected
+    assert tiling.half_dtype("cpu") == torch.bfloat16
     assert backends.choose_backend("onnxruntime", "cpu").name == "onnxruntime"  # asked for explicitly
 
 
-@pytest.mark.parametrize("native", [True, False])
-def test_cuda_bf16_is_asked_without_emulation_for_the_device_used(monkeypatch, native: bool) -> None:
+@pytest.mark.parametrize(
+    ("native", "capability", "dtype"),
+    [
+        (True, (8, 0), torch.bfloat16),  # Ampere on: bf16
+        (False, (7, 5), torch.float16),  # Turing (T4): tensor cores, no native bf16 -> fp16
+        (False, (6, 1), None),  # Pascal consumer cards: slow fp16 -> float32
+    ],
+)
+def test_cuda_half_precision_is_native_only_for_the_device_used(monkeypatch, native, capability, dtype) -> None:
     calls = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: capability)
     monkeypatch.setattr(torch.cuda, "device", lambda index: calls.append(("device", index)) or contextlib.nullcontext())
 
     def is_bf16_supported(including_emulation: bool = True) -> bool:
@@ -76,7 +86,11 @@ def test_cuda_bf16_is_asked_without_emulation_for_the_device_used(monkeypatch, n
     assert tiling.bf16_supported("cuda:1") is native
     assert calls == [("device", 1), ("emulation", False)]
     choice = backends.choose_backend("auto", "cuda:1")
-    assert (choice.name, choice.bf16, choice.channels_last) == ("torch", native, True)
+    assert (choice.name, choice.half, choice.channels_last) == ("torch", dtype is not None, True)
+    assert tiling.half_supported("cuda:1") is (dtype is not None)
+    if dtype is not None:
+        assert tiling.half_dtype("cuda:1") == dtype
+        assert {torch.bfloat16: "native bf16", torch.float16: "native fp16"}[dtype] in choice.reason
     with pytest.raises(ValueError, match="CPU only"):
         backends.choose_backend("onnxruntime", "cuda")
 
@@ -114,3 +128,12 @@ def test_cli_auto_uses_cached_onnx_and_reexports_a_changed_checkpoint(tmp_path, 
     new_sha = backends.file_sha256(ckpt)[:16]
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [f"tiny-{new_sha}.onnx", f"tiny-{new_sha}_qf.onnx"]
     assert np.abs(changed - restore("torch", "t2.png")).max() <= 1
+
+
+def test_cli_half_flag_keeps_the_old_bf16_names() -> None:
+    parser = cli.build_parser()
+    assert parser.parse_args(["x.jpg"]).half is None  # default: where the device computes it natively
+    assert parser.parse_args(["x.jpg", "--half"]).half is True
+    assert parser.parse_args(["x.jpg", "--no-half"]).half is False
+    assert parser.parse_args(["x.jpg", "--bf16"]).half is True
+    assert parser.parse_args(["x.jpg", "--no-bf16"]).half is False

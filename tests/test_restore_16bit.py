@@ -2,7 +2,7 @@
 
 Inputs are real LIVE1 crops JPEG-compressed at QF 20 and lifted to 16 bits with sub-8-bit detail
 (``x * 257 + noise < 257``), so an 8-bit detour anywhere would show. The expected outputs are the
-bundled network's float32 forward of ``x / 65535`` rounded to 16 bits (``--no-bf16 --no-grid-align``).
+bundled network's float32 forward of ``x / 65535`` rounded to 16 bits (``--no-half --no-grid-align``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import main_restore_fbcnn as cli
+import utils.backends as backends
 from data.degradations import jpeg
 from models import ZOO_MODELS, load_model
 from utils.utils_image import imread_uint, rgb2ycbcr
@@ -50,7 +51,7 @@ def float_forward(model_path, x: np.ndarray) -> np.ndarray:
 
 def restore(src, dst, *extra, caplog) -> None:
     with caplog.at_level(logging.INFO, logger="fbcnn-restore"):
-        argv = [str(src), "-o", str(dst), "--no-bf16", "--no-grid-align", "--tile", "0", *map(str, extra)]
+        argv = [str(src), "-o", str(dst), "--no-half", "--no-grid-align", "--tile", "0", *map(str, extra)]
         assert cli.main(argv) == 0
     assert "converted to 8 bits" not in caplog.text and "rounded to 8 bits" not in caplog.text
 
@@ -98,10 +99,13 @@ def test_gray_model_on_16bit_colour_restores_y_keeps_16bit_chroma(tmp_path, deep
     assert np.abs(ycc_out[:, :, 0] - ycc_in[:, :, 0]).mean() > 1 / 255  # and it did change
 
 
-def test_16bit_to_jpeg_output_warns(tmp_path, deep_rgb, caplog) -> None:
+def test_16bit_to_jpeg_output_warns(tmp_path, deep_rgb, caplog, monkeypatch) -> None:
+    # as on hardware with native half precision (e.g. an AVX512-BF16 CPU), where the default would be on
+    monkeypatch.setattr(backends, "half_supported", lambda device: True)
     src = tmp_path / "in.png"
     write16(src, deep_rgb)
     with caplog.at_level(logging.INFO, logger="fbcnn-restore"):
         assert cli.main([str(src), "-o", str(tmp_path / "out.jpg"), "--model", str(ZOO_MODELS[3])]) == 0
     assert "16-bit result rounded to 8 bits" in caplog.text
-    assert "restored in float32" in caplog.text  # bf16 is not used for 16-bit images unless asked
+    assert "half precision on" in caplog.text
+    assert "restored in float32" in caplog.text  # half precision is not used for 16-bit images unless asked

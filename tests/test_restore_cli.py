@@ -64,7 +64,7 @@ def test_files_and_folder(tmp_path, crops, caplog) -> None:
     for name, img in crops.items():
         save_jpeg(img, folder / f"{name}.jpg")
     single = save_jpeg(crops["bikes"], tmp_path / "single.jpg")
-    model = ["--model", ZOO_MODELS[3], "--no-bf16"]
+    model = ["--model", ZOO_MODELS[3], "--no-half"]
     assert run([folder, single, *model, "-o", tmp_path / "out", "--tile", "32", "--tile-overlap", "16"], caplog) == 0
     assert caplog.text.count("(predicted)") == 3  # the predicted QF is logged per file
     assert run([folder, single, *model, "-o", tmp_path / "whole", "--tile", "0"], caplog) == 0
@@ -91,7 +91,7 @@ def test_fixed_qf_end_to_end(tmp_path, crops, caplog) -> None:
     The bundled gray model (its controller responds to the QF; the committed colour model's does not).
     """
     src, decoded = gray_jpeg(crops, tmp_path / "a.jpg")
-    model = ["--model", ZOO_MODELS[1], "--no-bf16", "--no-channels-last"]
+    model = ["--model", ZOO_MODELS[1], "--no-half", "--no-channels-last"]
     assert run([src, *model, "-o", tmp_path / "qf30.png", "--qf-mode", "fixed", "--qf", "30"], caplog) == 0
     assert run([src, *model, "-o", tmp_path / "qf80.png", "--qf", "80"], caplog) == 0
     expected, used = restore_tiled(load_model(ZOO_MODELS[1]), decoded, 30.0)
@@ -179,7 +179,7 @@ def test_exif_orientation_direction(tmp_path, crops, caplog, orientation: int, u
     src = save_jpeg(crops["bikes"], tmp_path / "rotated.jpg", exif=exif)
     with Image.open(src) as im:
         stored = np.asarray(im)  # the pixels as stored, not transposed
-    assert run([src, "--model", model, "-o", tmp_path / "out.png", "--no-bf16"], caplog) == 0
+    assert run([src, "--model", model, "-o", tmp_path / "out.png", "--no-half"], caplog) == 0
     out = imread_uint(tmp_path / "out.png", 3).astype(int)
     assert out.shape == (96, 72, 3)
     assert np.abs(out - upright(stored)).max() <= 1
@@ -217,7 +217,7 @@ def test_bad_inputs_are_reported_and_others_processed(tmp_path, crops, tiny_fbcn
 def test_dominant_mode_falls_back_to_blind(tmp_path, crops, monkeypatch, caplog) -> None:
     """No dominant QF: the pixels are the blind restoration's; a dominant QF of 35: those of ``--qf 35``."""
     src, _ = gray_jpeg(crops, tmp_path / "a.jpg")
-    model = ["--model", ZOO_MODELS[1], "--no-bf16"]
+    model = ["--model", ZOO_MODELS[1], "--no-half"]
     assert run([src, *model, "-o", tmp_path / "blind.png"], caplog) == 0
     assert run([src, *model, "-o", tmp_path / "qf35.png", "--qf", "35"], caplog) == 0
     blind, qf35 = imread_uint(tmp_path / "blind.png", 1), imread_uint(tmp_path / "qf35.png", 1)

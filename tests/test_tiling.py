@@ -141,8 +141,24 @@ def test_fast_options_stay_within_rounding(jpeg_crop: np.ndarray) -> None:
     q = torch.tensor([[qf_to_label(30)]])
     ref, _ = forward(model, x, q)
     fast_model = make_tiny_fbcnn(3).to(memory_format=torch.channels_last)
-    for bf16 in (False, True):
-        out, qf = forward(fast_model, x, q, bf16=bf16, channels_last=True)
+    for half in (False, True):
+        out, qf = forward(fast_model, x, q, half=half, channels_last=True)
         levels = (out - ref).abs().max().item() * 255
-        assert levels <= (2.0 if bf16 else 0.01), f"bf16={bf16}: {levels:.3f} levels"
+        assert levels <= (2.0 if half else 0.01), f"half={half}: {levels:.3f} levels"
         assert qf.shape == (1, 1) and qf.item() == pytest.approx(qf_to_label(30), abs=1e-2)
+
+
+def test_fp16_autocast_of_the_bundled_model_stays_within_rounding(jpeg_crop: np.ndarray, monkeypatch) -> None:
+    """``half`` runs float16 on CUDA GPUs without native bf16. The same autocast on the CPU (where ``half_dtype``
+    is forced to float16) shows that trained FBCNN weights stay in float16's range: at most 2 levels off."""
+    model = load_model(ZOO_MODELS[3], "cpu")
+    x = uint2tensor4(jpeg_crop[:64, :64])
+    ref, ref_qf = forward(model, x)
+    used = []
+    monkeypatch.setattr(tiling, "half_dtype", lambda device: used.append(torch.float16) or torch.float16)
+    out, qf = forward(model, x, half=True)
+    assert used == [torch.float16]
+    levels = (out.clamp(0, 1) - ref.clamp(0, 1)).abs() * 255
+    assert torch.isfinite(out).all() and levels.max().item() <= 2.0, f"{levels.max().item():.2f} levels"
+    assert 0 < levels.mean().item() < 0.2  # it did run in float16 (not bit-identical), and close
+    assert qf.item() == pytest.approx(ref_qf.item(), abs=5e-3)

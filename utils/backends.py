@@ -2,7 +2,8 @@
 
 ``auto`` picks, for the device used:
 
-* CUDA: PyTorch, channels_last, bf16 autocast where the GPU computes bf16 natively (``bf16_supported``);
+* CUDA: PyTorch, channels_last, half-precision autocast where the GPU has tensor cores (``half_supported``):
+  bf16 where it computes bf16 natively (Ampere on), else float16 (Volta, Turing: V100, T4);
 * a CPU with native bf16 (AVX512-BF16, AMX, ARM bf16): PyTorch, bf16 autocast + channels_last
   (2.1-2.75x a plain float32 forward, ``benchmarks/inference.py``);
 * any other CPU (e.g. AVX2 only, where bf16 is emulated and slower than float32): onnxruntime when it is
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from utils.tiling import bf16_supported
+from utils.tiling import half_dtype, half_supported
 
 __all__ = ["BACKENDS", "Backend", "OrtFBCNN", "cache_dir", "cached_onnx", "choose_backend", "file_sha256"]
 
@@ -40,10 +41,14 @@ log = logging.getLogger("fbcnn-restore")
 
 @dataclass(frozen=True)
 class Backend:
-    """What ``choose_backend`` decided: ``name`` ('torch' or 'onnxruntime'), the torch options, and why."""
+    """What ``choose_backend`` decided: ``name`` ('torch' or 'onnxruntime'), the torch options, and why.
+
+    ``half``: half-precision autocast (``utils.tiling.half_dtype`` of the device: bf16, or float16 on CUDA GPUs
+    without native bf16).
+    """
 
     name: str
-    bf16: bool
+    half: bool
     channels_last: bool
     reason: str
 
@@ -52,29 +57,30 @@ def onnxruntime_available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
-def choose_backend(requested: str, device: torch.device | str, bf16: bool | None = None) -> Backend:
+def choose_backend(requested: str, device: torch.device | str, half: bool | None = None) -> Backend:
     """The backend for ``requested`` ('auto', 'torch' or 'onnxruntime') on ``device``.
 
-    ``bf16``: the user's ``--bf16/--no-bf16`` (None: native bf16 only). Raises ValueError for onnxruntime on CUDA
-    or without the package.
+    ``half``: the user's ``--half/--no-half`` (None: where the device computes it natively, ``half_supported``).
+    Raises ValueError for onnxruntime on CUDA or without the package.
     """
     if requested not in BACKENDS:
         raise ValueError(f"unknown backend {requested!r}; choose from {', '.join(BACKENDS)}")
     device = torch.device(device)
-    native = bf16_supported(device)
+    native = half_supported(device)
     if requested == "onnxruntime":
         if device.type != "cpu":
             raise ValueError("--backend onnxruntime runs on the CPU only (use --device cpu)")
         if not onnxruntime_available():
             raise ValueError("--backend onnxruntime: onnxruntime is not installed (pip install onnxruntime)")
         return Backend("onnxruntime", False, False, "asked for")
-    use_bf16 = native if bf16 is None else bf16
+    use_half = native if half is None else half
     if requested == "torch":
-        return Backend("torch", use_bf16, True, "asked for")
+        return Backend("torch", use_half, True, "asked for")
     if device.type == "cuda":
-        return Backend("torch", use_bf16, True, "CUDA" + (" with native bf16" if native else ""))
-    if native or bf16:
-        return Backend("torch", use_bf16, True, "the CPU computes bf16 natively" if native else "--bf16")
+        dtype = "bf16" if half_dtype(device) == torch.bfloat16 else "fp16"
+        return Backend("torch", use_half, True, "CUDA" + (f" with native {dtype}" if native else ""))
+    if native or half:
+        return Backend("torch", use_half, True, "the CPU computes bf16 natively" if native else "--half")
     if onnxruntime_available():
         return Backend("onnxruntime", False, False, "no native bf16 on this CPU; onnxruntime is faster than torch")
     return Backend("torch", False, True, "no native bf16 and no onnxruntime: torch float32")

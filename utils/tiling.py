@@ -19,9 +19,12 @@ Network memory depends on the tile size only; the float accumulator is ``4 * C *
 Speed options (``benchmarks/inference.py``; full network, 512 x 512, vs a plain float32
 forward): ``torch.inference_mode`` (always), channels_last (1.26x), skipping the QF predictor
 when the QF is given (``FBCNN.forward(..., predict_qf=False)``, 1.1x) and ``torch.compile``
-change the output by rounding only (max 1 level). bfloat16 autocast, for hardware that computes
-bf16 natively (AVX512-BF16/AMX CPUs, CUDA GPUs with bf16), gives 2.1-2.75x together with
-channels_last and deviates by at most 2 levels, 0.17 on average.
+change the output by rounding only (max 1 level). Half-precision autocast (``half=True``) runs in
+``half_dtype(device)``: bfloat16 where the hardware computes it natively (AVX512-BF16/AMX CPUs, CUDA
+GPUs from Ampere on; 2.1-2.75x together with channels_last on such a CPU, at most 2 levels off, 0.17 on
+average) and float16 on CUDA GPUs with tensor cores but no native bf16 (Volta, Turing: V100, T4,
+RTX 20xx; the bundled colour model in float16 is at most 1 level off, 0.02 on average, and its
+activations peak at about 42, far below float16's 65504).
 
 Conventions: images are uint8 ``H x W x C`` in [0, 255] or uint16 in [0, 65535] (16-bit PNG/TIFF:
 scaled to the same [0, 1] floats and never rounded to 8 bits on the way; the output has the input's
@@ -59,6 +62,8 @@ __all__ = [
     "QF_TILES",
     "bf16_supported",
     "cpu_flags",
+    "half_dtype",
+    "half_supported",
     "estimate_qf",
     "forward",
     "prepare_model",
@@ -101,6 +106,28 @@ def bf16_supported(device: torch.device | str) -> bool:
     return False
 
 
+def half_supported(device: torch.device | str) -> bool:
+    """True when half-precision autocast makes ``device`` faster: native bf16 (``bf16_supported``), or a CUDA
+    GPU with tensor cores (compute capability 7.0+), where float16 is native although bf16 may not be."""
+    device = torch.device(device)
+    if bf16_supported(device):
+        return True
+    if device.type == "cuda" and torch.cuda.is_available():
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return torch.cuda.get_device_capability(index) >= (7, 0)
+    return False
+
+
+def half_dtype(device: torch.device | str) -> torch.dtype:
+    """The autocast dtype of ``half=True`` on ``device``: float16 on CUDA GPUs without native bf16 (float16 keeps
+    more mantissa than bf16 and FBCNN's activations stay far below its range), else bfloat16 (CPUs: float16
+    autocast is not faster there)."""
+    device = torch.device(device)
+    if device.type == "cuda" and not bf16_supported(device):
+        return torch.float16
+    return torch.bfloat16
+
+
 # ONEDNN_MAX_CPU_ISA values that keep oneDNN's native bf16 kernels (a lower cap, e.g. AVX2, emulates bf16)
 _ONEDNN_BF16_ISAS = {
     "ALL", "DEFAULT", "", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16",
@@ -128,19 +155,20 @@ def forward(
     x: torch.Tensor,
     qf_input: torch.Tensor | None = None,
     *,
-    bf16: bool = False,
+    half: bool = False,
     channels_last: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One network call under ``inference_mode``: ``x`` in [0, 1] ``[B, C, H, W]`` on the model's device.
 
     ``qf_input`` is (100 - QF) / 100, ``[B, 1]`` or ``[1, 1]``; when given, networks that can
-    skip their QF predictor do. Returns float32 ``(restored, qf)``, ``qf`` as the network gives it;
+    skip their QF predictor do. ``half``: autocast to ``half_dtype`` of ``x``'s device. Returns float32 ``(restored, qf)``, ``qf`` as the network gives it;
     they are inference tensors (clone them before in-place changes outside ``inference_mode``).
     """
     kwargs = {"predict_qf": False} if qf_input is not None and _accepts_predict_qf(model) else {}
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+    dtype = half_dtype(x.device) if half else torch.bfloat16
+    with torch.inference_mode(), torch.autocast(x.device.type, dtype=dtype, enabled=half):
         restored, qf = model(x, qf_input, **kwargs)
     return restored.float(), None if qf is None else qf.float()
 
@@ -235,7 +263,7 @@ def estimate_qf(
     tile: int = QF_TILE,
     n_tiles: int = QF_TILES,
     *,
-    bf16: bool = False,
+    half: bool = False,
     channels_last: bool = False,
 ) -> float | None:
     """The QF (1..100) predicted for a uint8 (or uint16) image as a whole: the mean label over ``n_tiles`` tiles.
@@ -248,7 +276,7 @@ def estimate_qf(
     labels = []
     for y, x in _spread_tiles(h, w, tile, n_tiles):
         patch = _to_tensor(img[y : y + tile, x : x + tile]).to(_device(model))
-        _, qf = forward(model, patch, bf16=bf16, channels_last=channels_last)
+        _, qf = forward(model, patch, half=half, channels_last=channels_last)
         if qf is None:
             return None
         labels.append(qf.mean().item())
@@ -263,7 +291,7 @@ def restore_tiled(
     *,
     tile: int | None = DEFAULT_TILE,
     overlap: int = DEFAULT_OVERLAP,
-    bf16: bool = False,
+    half: bool = False,
     channels_last: bool = False,
     progress: bool = False,
 ) -> tuple[np.ndarray, float | None]:
@@ -279,13 +307,13 @@ def restore_tiled(
     if tile is None or (h <= tile and w <= tile):
         x = _to_tensor(img).to(device)
         qf_input = None if qf is None else torch.tensor([[qf_to_label(qf)]], device=device)
-        restored, qf_pred = forward(model, x, qf_input, bf16=bf16, channels_last=channels_last)
+        restored, qf_pred = forward(model, x, qf_input, half=half, channels_last=channels_last)
         used = qf if qf is not None else None if qf_pred is None else label_to_qf(qf_pred.mean().item())
         return _from_tensor(restored, img.dtype), used
 
     overlap = math.ceil(overlap / GRID) * GRID
     if qf is None:
-        qf = estimate_qf(model, img, min(QF_TILE, tile), bf16=bf16, channels_last=channels_last)
+        qf = estimate_qf(model, img, min(QF_TILE, tile), half=half, channels_last=channels_last)
     qf_input = None if qf is None else torch.tensor([[qf_to_label(qf)]], device=device)
 
     ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
@@ -296,7 +324,7 @@ def restore_tiled(
     for y, ramp_y in zip(ys, ramps_y, strict=True):
         for x, ramp_x in zip(xs, ramps_x, strict=True):
             patch = _to_tensor(img[y : y + tile, x : x + tile]).to(device)
-            restored, _ = forward(model, patch, qf_input, bf16=bf16, channels_last=channels_last)
+            restored, _ = forward(model, patch, qf_input, half=half, channels_last=channels_last)
             restored = restored[0].cpu()
             if out is None:
                 out = torch.zeros(restored.shape[0], h, w)

@@ -40,9 +40,10 @@ from torch import nn
 from data.degradations import jpeg, shift_crop
 from main_restore_fbcnn import LoadedImage, read_image, restore_pixels, to_uint8, write_image
 from models import ZOO_MODELS, load_model
+from utils.backends import BACKENDS, Backend, backend_for_model, runner
 from utils.dominant_qf import QFEstimate, estimate_dominant_qf
 from utils.grid_align import GridPhase, estimate_grid_phase
-from utils.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, half_supported, prepare_model
+from utils.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 from utils.utils_eval import model_channels
 from utils.utils_image import ImageReadError
 
@@ -169,21 +170,30 @@ def comparison(before: np.ndarray, after: np.ndarray, zoom: int, cx: float, cy: 
 class Restorer:
     """Models by name, loaded on first use, and the restoration of one image with one of them."""
 
-    def __init__(self, models: dict[str, Path], device: str = "cpu", tile: int = DEFAULT_TILE) -> None:
-        self.paths, self.device, self.tile = dict(models), torch.device(device), tile
-        self.half = half_supported(self.device)  # bf16, or fp16 on CUDA GPUs without native bf16
+    def __init__(
+        self, models: dict[str, Path], device: str = "cpu", tile: int = DEFAULT_TILE, backend: str = "auto"
+    ) -> None:
+        self.paths, self.device, self.tile, self.backend = dict(models), torch.device(device), tile, backend
+        self.backends: dict[str, Backend] = {}
 
     @functools.cache  # noqa: B019 (one Restorer per process; the models are meant to stay loaded)
     def model(self, name: str) -> nn.Module:
-        return prepare_model(load_model(self.paths[name], self.device), channels_last=True)
+        """Model ``name`` on the backend the restore CLI would pick (``utils.backends``; onnxruntime on CPUs
+        without native bf16, half precision where native)."""
+        network = load_model(self.paths[name], self.device)
+        backend = backend_for_model(network, self.paths[name], self.backend, self.device)
+        self.backends[name] = backend
+        log.info("model %s: backend %s (%s), half precision %s", name, backend.name, backend.reason, backend.half)
+        return runner(network, self.paths[name], backend)
 
     def restore(
         self, name: str, img: LoadedImage, qf: float | None, phase: tuple[int, int] | None
     ) -> tuple[np.ndarray, float | None]:
         """Restore ``img`` with model ``name`` at JPEG quality ``qf`` (None: blind); returns (pixels, QF used)."""
-        half = self.half and img.pixels.dtype == np.uint8  # 16-bit inputs run in float32, as in the CLI
+        model = self.model(name)
+        half = self.backends[name].half and img.pixels.dtype == np.uint8  # 16-bit inputs: float32, as in the CLI
         return restore_pixels(
-            self.model(name),
+            model,
             img.pixels,
             qf,
             phase=phase,
@@ -305,6 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--tile", type=int, default=DEFAULT_TILE, help="tile size for large images, 0 = whole (default %(default)s)"
     )
     parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=os.environ.get("FBCNN_BACKEND") or "auto",
+        help="as in the restore CLI: torch, onnxruntime (CPU) or auto, the fastest present "
+        "(default: %(default)s; $FBCNN_BACKEND sets it)",
+    )
+    parser.add_argument(
         "--max-pixels",
         type=int,
         default=DEFAULT_MAX_PIXELS,
@@ -315,7 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    for ours in (log, logging.getLogger("fbcnn-restore")):  # ours (and the shared backend's) at INFO; others quieter
+        ours.setLevel(logging.INFO)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     if args.tile < 0 or args.tile % 8:
         log.error("--tile must be 0 or a positive multiple of 8, got %d", args.tile)
@@ -334,7 +353,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("the demo needs Gradio: python3 -m pip install -r requirements-demo.txt")
         return 2
     Image.MAX_IMAGE_PIXELS = args.max_pixels  # Pillow refuses to decode far larger images at all
-    demo = build_demo(Restorer(choices, args.device, args.tile), args.max_pixels)
+    restorer = Restorer(choices, args.device, args.tile, args.backend)
+    try:  # the first model now, not on the first request (an ONNX export takes a while, once per checkpoint)
+        restorer.model(next(iter(choices)))
+    except (ValueError, RuntimeError) as exc:
+        log.error("%s", exc)
+        return 2
+    demo = build_demo(restorer, args.max_pixels)
     import gradio as gr
 
     theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])  # no web fonts

@@ -38,10 +38,10 @@ from torch import nn
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from models import FBCNN, ZOO_MODELS, CheckpointError, load_model
-from utils.backends import BACKENDS, OrtFBCNN, cached_onnx, choose_backend
+from models import ZOO_MODELS, CheckpointError, load_model
+from utils.backends import BACKENDS, backend_for_model, runner
 from utils.grid_align import estimate_grid_phase, restore_grid_aligned
-from utils.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, half_dtype, prepare_model, restore_tiled
+from utils.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, half_dtype, restore_tiled
 from utils.utils_eval import model_channels, pick_device
 from utils.utils_image import IMG_EXTENSIONS, ImageReadError, list_images, read_jpeg_luma, rgb2ycbcr, ycbcr2rgb
 from utils.utils_io import atomic_write
@@ -537,27 +537,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("--gray asks for a gray model, but %s has %d input channels", model_path, channels)
         return 2
     try:
-        backend = choose_backend(args.backend, device, args.half)
+        backend = backend_for_model(model, model_path, args.backend, device, args.half)
     except ValueError as exc:
         log.error("%s", exc)
         return 2
-    if backend.name == "onnxruntime" and not isinstance(model, FBCNN):
-        if args.backend == "onnxruntime":
-            log.error("--backend onnxruntime exports FBCNN networks only; %s is not one", model_path)
-            return 2
-        backend = choose_backend("torch", device, args.half)  # auto: other networks stay on torch
+    if backend.name == "onnxruntime" and (args.compile or args.half):
+        log.warning("--compile and --half apply to the torch backend only; onnxruntime runs float32")
+    try:
+        model = runner(model, model_path, backend, channels_last=args.channels_last, compile=args.compile)
+    except Exception as exc:  # an export or runtime failure: name it, do not crash
+        log.error("%s backend failed for %s: %s (try --backend torch)", backend.name, model_path, exc)
+        return 2
+    half = backend.half
     if backend.name == "onnxruntime":
-        if args.compile or args.half:
-            log.warning("--compile and --half apply to the torch backend only; onnxruntime runs float32")
-        try:
-            model = OrtFBCNN(cached_onnx(model_path), channels)
-        except Exception as exc:  # an export or runtime failure: name it, do not crash
-            log.error("onnxruntime backend failed for %s: %s (try --backend torch)", model_path, exc)
-            return 2
-        half, args.channels_last = False, False
-    else:
-        half = backend.half
-        model = prepare_model(model, channels_last=args.channels_last, compile=args.compile)
+        args.channels_last = False
     log.info(
         "model %s (%s, %s) on %s; backend %s (%s); half precision %s; %s",
         model_path,

@@ -137,3 +137,29 @@ def test_cli_half_flag_keeps_the_old_bf16_names() -> None:
     assert parser.parse_args(["x.jpg", "--no-half"]).half is False
     assert parser.parse_args(["x.jpg", "--bf16"]).half is True
     assert parser.parse_args(["x.jpg", "--no-bf16"]).half is False
+
+
+def test_demo_picks_the_clis_backend_and_keeps_other_networks_on_torch(tmp_path, monkeypatch, ort) -> None:
+    """The web demo restores through the same choice: onnxruntime where bf16 is emulated, torch when asked, and
+    networks other than FBCNN (not exported) on torch under auto; onnxruntime asked for them is an error."""
+    import main_demo_fbcnn as demo
+    from models.network_dncnn import DnCNN
+
+    monkeypatch.setattr(tiling, "cpu_flags", lambda: AVX2_ONLY)
+    monkeypatch.setenv("FBCNN_CACHE", str(tmp_path / "cache"))
+    ckpt = write_state_dict(make_tiny_fbcnn(3, seed=1).state_dict(), tmp_path / "tiny.pth")
+    src = tmp_path / "in.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(src, quality=30)
+    img = cli.read_image(src)
+    outputs = {}
+    for backend in ("auto", "torch"):
+        restorer = demo.Restorer({"tiny": ckpt}, "cpu", 0, backend)
+        outputs[backend], _ = restorer.restore("tiny", img, None, None)
+        assert restorer.backends["tiny"].name == ("onnxruntime" if backend == "auto" else "torch")
+    assert isinstance(demo.Restorer({"tiny": ckpt}, "cpu", 0, "auto").model("tiny"), backends.OrtFBCNN)
+    assert np.abs(outputs["auto"].astype(int) - outputs["torch"].astype(int)).max() <= 1
+
+    dncnn = DnCNN(in_nc=3, out_nc=3, nc=8, nb=3)
+    assert backends.backend_for_model(dncnn, "dncnn.pth", "auto", "cpu").name == "torch"
+    with pytest.raises(ValueError, match=r"FBCNN networks only; dncnn\.pth is not one"):
+        backends.backend_for_model(dncnn, "dncnn.pth", "onnxruntime", "cpu")

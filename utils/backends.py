@@ -31,9 +31,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from utils.tiling import half_dtype, half_supported
+from models import FBCNN
+from utils.tiling import half_dtype, half_supported, prepare_model
+from utils.utils_eval import model_channels
 
-__all__ = ["BACKENDS", "Backend", "OrtFBCNN", "cache_dir", "cached_onnx", "choose_backend", "file_sha256"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "OrtFBCNN",
+    "backend_for_model",
+    "cache_dir",
+    "cached_onnx",
+    "choose_backend",
+    "file_sha256",
+    "runner",
+]
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 log = logging.getLogger("fbcnn-restore")
@@ -84,6 +96,38 @@ def choose_backend(requested: str, device: torch.device | str, half: bool | None
     if onnxruntime_available():
         return Backend("onnxruntime", False, False, "no native bf16 on this CPU; onnxruntime is faster than torch")
     return Backend("torch", False, True, "no native bf16 and no onnxruntime: torch float32")
+
+
+def backend_for_model(
+    model: nn.Module,
+    model_path: str | os.PathLike,
+    requested: str,
+    device: torch.device | str,
+    half: bool | None = None,
+) -> Backend:
+    """``choose_backend`` for one loaded network: only FBCNN networks are exported, so ``auto`` keeps others on
+    torch. Raises ValueError (naming ``model_path``) when onnxruntime is asked for explicitly for another network."""
+    backend = choose_backend(requested, device, half)
+    if backend.name == "onnxruntime" and not isinstance(model, FBCNN):
+        if requested == "onnxruntime":
+            raise ValueError(f"--backend onnxruntime exports FBCNN networks only; {model_path} is not one")
+        backend = choose_backend("torch", device, half)
+    return backend
+
+
+def runner(
+    model: nn.Module,
+    model_path: str | os.PathLike,
+    backend: Backend,
+    *,
+    channels_last: bool = True,
+    compile: bool = False,
+) -> nn.Module:
+    """What restores with ``backend``: the cached ONNX graphs of ``model_path`` under onnxruntime, or ``model``
+    prepared for torch (eval, channels_last, optionally ``torch.compile``). Called like ``FBCNN.forward``."""
+    if backend.name == "onnxruntime":
+        return OrtFBCNN(cached_onnx(model_path), model_channels(model))
+    return prepare_model(model, channels_last=channels_last, compile=compile)
 
 
 def cache_dir() -> Path:

@@ -546,7 +546,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         model = runner(model, model_path, backend, channels_last=args.channels_last, compile=args.compile)
     except Exception as exc:  # an export or runtime failure: name it, do not crash
-        log.error("%s backend failed for %s: %s (try --backend torch)", backend.name, model_path, exc)
+        hint = " (try --backend torch)" if backend.name == "onnxruntime" else ""
+        log.error("%s backend failed for %s: %s%s", backend.name, model_path, exc, hint)
         return 2
     half = backend.half
     if backend.name == "onnxruntime":

@@ -354,10 +354,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     Image.MAX_IMAGE_PIXELS = args.max_pixels  # Pillow refuses to decode far larger images at all
     restorer = Restorer(choices, args.device, args.tile, args.backend)
+    first = next(iter(choices))
     try:  # the first model now, not on the first request (an ONNX export takes a while, once per checkpoint)
-        restorer.model(next(iter(choices)))
-    except (ValueError, RuntimeError) as exc:
-        log.error("%s", exc)
+        restorer.model(first)
+    except Exception as exc:  # a bad checkpoint or a failed export: name it, no traceback
+        log.error("model %s (%s) failed to load: %s", first, choices[first], exc)
         return 2
     demo = build_demo(restorer, args.max_pixels)
     import gradio as gr

@@ -38,6 +38,13 @@ def test_binds_localhost_unless_asked() -> None:
     assert args.host == "0.0.0.0" and args.share is True
 
 
+def test_a_bad_checkpoint_is_refused_at_start_naming_the_file(tmp_path, caplog) -> None:
+    bad = tmp_path / "broken.pth"
+    bad.write_bytes(b"not a checkpoint")
+    assert demo.main(["--model", str(bad), "--port", "0"]) == 2  # before any server starts
+    assert "failed to load" in caplog.text and str(bad) in caplog.text
+
+
 def test_unreadable_and_oversized_uploads_are_messages(tmp_path) -> None:
     bad = tmp_path / "holiday.jpg"
     bad.write_text("not an image")

@@ -208,10 +208,17 @@ class Restorer:
 
 
 def model_choices(extra: Sequence[str | Path]) -> dict[str, Path]:
-    """Display name -> checkpoint: the ``--model`` files first (in order), then the bundled gray and colour models."""
-    choices = {f"{Path(p).name} (--model)": Path(p) for p in extra}
+    """Display name -> checkpoint: the ``--model`` files first (in order), then the bundled gray and colour models.
+
+    A file given twice, or a ``--model`` that is a bundled file, is listed once.
+    """
+    choices: dict[str, Path] = {}
+    for path in map(Path, extra):
+        if path.resolve() not in {p.resolve() for p in choices.values()}:
+            choices[f"{path.name} (--model)"] = path
+    listed = {p.resolve() for p in choices.values()}
     for label, channels in (("gray", 1), ("colour", 3)):
-        if ZOO_MODELS[channels].is_file():
+        if ZOO_MODELS[channels].is_file() and ZOO_MODELS[channels].resolve() not in listed:
             choices[f"{label}: {ZOO_MODELS[channels].name} (bundled)"] = ZOO_MODELS[channels]
     return choices
 

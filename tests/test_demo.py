@@ -45,6 +45,17 @@ def test_a_bad_checkpoint_is_refused_at_start_naming_the_file(tmp_path, caplog) 
     assert "failed to load" in caplog.text and str(bad) in caplog.text
 
 
+def test_each_checkpoint_is_listed_once(tmp_path) -> None:
+    own = tmp_path / "mine.pth"
+    own.write_bytes(b"")
+    gray = ZOO_MODELS[1]
+    relative = gray.relative_to(ROOT) if gray.is_relative_to(ROOT) else gray
+    choices = demo.model_choices([own, gray, own, ROOT / relative])
+    assert list(choices.values()).count(gray) == 1 and list(choices.values()).count(own) == 1
+    assert list(choices)[:2] == ["mine.pth (--model)", f"{gray.name} (--model)"]  # --model order, bundled after
+    assert set(choices.values()) == {own, gray, ZOO_MODELS[3]}
+
+
 def test_unreadable_and_oversized_uploads_are_messages(tmp_path) -> None:
     bad = tmp_path / "holiday.jpg"
     bad.write_text("not an image")

@@ -143,6 +143,8 @@ def test_missing_model_and_bad_option_exit_2(tmp_path: Path, capsys: pytest.Capt
     assert str(missing) in capsys.readouterr().err
     assert run_main("--opt", ROOT / "options/test_fbcnn_gray.json", "--set", "qf_mod=fixed") == 2
     assert "did you mean 'qf_mode'" in capsys.readouterr().err
+    assert run_main("--opt", ROOT / "options/test_fbcnn_gray.json", "--set", "bf16=true") == 2
+    assert "'bf16' was renamed to 'half'" in capsys.readouterr().err  # an old option file
     assert run_main("--opt", ROOT / "options/test_fbcnn_gray.json", "--qf", "0") == 2
     assert "'qfs'" in capsys.readouterr().err
 

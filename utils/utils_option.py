@@ -72,6 +72,10 @@ def _type_name(default: Any) -> str:
     }.get(type(default), type(default).__name__)
 
 
+RENAMED_KEYS: dict[str, str] = {"bf16": "half"}
+"""Old option names (key -> new key), named in the error that an old option file gets."""
+
+
 def merge_with_schema(options: Mapping[str, Any], schema: Mapping[str, Any], where: str = "") -> dict[str, Any]:
     """Return ``schema`` defaults overlaid with ``options``, checking every key and type.
 
@@ -88,6 +92,8 @@ def merge_with_schema(options: Mapping[str, Any], schema: Mapping[str, Any], whe
     for key, value in options.items():
         dotted = f"{where}{key}"
         if key not in schema:
+            if RENAMED_KEYS.get(key) in schema:
+                raise OptionError(f"option '{dotted}' was renamed to '{where}{RENAMED_KEYS[key]}'")
             close = difflib.get_close_matches(key, list(schema), n=1, cutoff=0.5)
             hint = f"; did you mean '{where}{close[0]}'?" if close else f"; valid keys here: {sorted(schema)}"
             raise OptionError(f"unknown option '{dotted}'{hint}")

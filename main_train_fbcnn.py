@@ -384,6 +384,7 @@ class Trainer:
         finite = torch.ones((), dtype=torch.bool, device=self.dist.device)
         group: list[dict[str, Any]] = []
         tick, last_print = time.perf_counter(), model.step
+        deadline = time.perf_counter() + 60 * opt_train["max_minutes"] if opt_train["max_minutes"] > 0 else math.inf
         while model.step < total:
             self.sampler.set_epoch(model.epoch)
             self.sampler.skip = model.epoch_batches * self.loader.batch_size
@@ -409,16 +410,28 @@ class Trainer:
                             "enable train.G_optimizer_clipgrad"
                         )
                         return 1
+                out_of_time = False
+                if checks[0] and deadline < math.inf:  # every rank takes part, so all stop at the same step
+                    past = torch.tensor(time.perf_counter() > deadline, device=self.dist.device)
+                    out_of_time = all_ranks_true(past)
                 if checks[0] or step == total:
                     n = max(step - last_print, 1)
                     elapsed = time.perf_counter() - tick
                     means = {k: reduce_mean(float(v), self.dist.device) / n for k, v in sums.items()}
                     self._log_train(step, means, n * patches_per_step / elapsed, elapsed / n, bar)
                     sums, tick, last_print = {}, time.perf_counter(), step
-                if checks[1] or step == total:
+                if checks[1] or step == total or out_of_time:
                     self.validate(step)
-                if checks[2] or step == total:
+                if checks[2] or step == total or out_of_time:
                     self.save(step)
+                if out_of_time:
+                    self.log.info(
+                        f"time budget train.max_minutes={opt_train['max_minutes']:g} reached at step {step} of "
+                        f"{total}: stopped; the same command continues from the saved state"
+                    )
+                    if bar is not None:
+                        bar.close()
+                    return 0
                 if step >= total:
                     break
             else:

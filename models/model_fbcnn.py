@@ -57,6 +57,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "checkpoint_save": 5000,  # save weights and training state every N iterations
     "checkpoint_test": 5000,  # validate every N iterations
     "keep_last": 3,  # number of saved checkpoints/states kept
+    # Wall-clock budget of this run in minutes (0 = none), e.g. a job's time limit: at the first log line
+    # (checkpoint_print) past it the run validates, saves its state and exits 0; the same command continues it.
+    "max_minutes": 0.0,
     "save_half": False,  # store the saved weights (*_G.pth, best_G.pth) in float16: half the size
     # Gradient accumulation: micro-batches per optimisation step; or set global_batch (patches per step over all
     # processes), from which it is derived: global_batch = dataloader_batch_size x processes x accumulate.

@@ -202,6 +202,17 @@ def test_kill_and_resume_continues_exactly(tmp_path: Path, datasets: Path) -> No
         assert resumed[step][1] == reference[step][1], f"loss differs at step {step}"
 
 
+def test_time_budget_stops_with_a_state_and_the_same_command_continues(tmp_path: Path, datasets: Path) -> None:
+    common = ("train.checkpoint_print=10", "datasets.val.dataroot_H=null")
+    assert _run(tmp_path, *common, "train.max_minutes=1e-6") == 0  # past the budget at the first log line
+    exp = tmp_path / "fbcnn_gray_tiny"
+    log = (exp / "train.log").read_text()
+    assert "time budget train.max_minutes=1e-06 reached at step 10 of 40" in log
+    assert max(_log_steps(exp)) == 10 and (exp / "models" / "10_G.pth").is_file()
+    assert _run(tmp_path, *common) == 0  # no budget: resumes from step 10 and finishes
+    assert "resumed from" in (exp / "train.log").read_text() and max(_log_steps(exp)) == 40
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, datasets: Path, monkeypatch) -> None:
     original = main_train_fbcnn.ModelFBCNN.optimize_parameters
 

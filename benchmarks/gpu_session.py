@@ -6,7 +6,7 @@ A lent GPU is counted in minutes, so everything it runs is decided here first::
     # working tree (trainsets/, git-ignored): lossless, within what the device tool carries
     python3 benchmarks/gpu_session.py pack
     # on the GPU machine, with trainsets/ carried; everything worth keeping goes to --out
-    python3 benchmarks/gpu_session.py run --minutes 9 --out "$OUT"
+    python3 benchmarks/gpu_session.py run --minutes 7 --out "$OUT"
 
 ``run``:
 
@@ -258,7 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"default: {TREE_LIMIT_MIB:g} MiB (what travels in all) less the tracked files, less 2 MiB",
     )
     r = sub.add_parser("run", help="smoke check, then train the bundled models (on the GPU machine)")
-    r.add_argument("--minutes", type=float, default=9.0, help="wall-clock budget of the whole run")
+    r.add_argument(
+        "--minutes",
+        type=float,
+        default=7.0,
+        help="wall-clock budget of the whole run (default 7: a 15-minute lease less the start, with room to rerun)",
+    )
     r.add_argument("--out", type=Path, required=True, help="where results go (the device tool's $OUT)")
     r.add_argument("--data", type=Path, default=PACKED, help="folder with the packed training sets")
     r.add_argument("--root", type=Path, default=ROOT / "experiments", help="experiments folder")

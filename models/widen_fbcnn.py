@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # ``python models/widen_fbcnn.py``: make the proj
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.checkpoint import read_state_dict, write_state_dict  # noqa: E402
-from models.model_fbcnn import init_controller  # noqa: E402
+from models.model_fbcnn import init_controller, init_weights  # noqa: E402
 from models.network_fbcnn import FBCNN  # noqa: E402
 from models.select_network import fbcnn_kwargs_from_state_dict  # noqa: E402
 
@@ -82,17 +82,29 @@ def _select(t: torch.Tensor, axis: int, index: torch.Tensor, scale: torch.Tensor
 
 
 def widen_fbcnn_state_dict(
-    state: Mapping[str, torch.Tensor], nc: Sequence[int], split_noise: float = 0.1, seed: int = 0
+    state: Mapping[str, torch.Tensor],
+    nc: Sequence[int],
+    split_noise: float = 0.1,
+    seed: int = 0,
+    new_units: str = "copy",
 ) -> dict[str, torch.Tensor]:
     """The state_dict of an FBCNN with level widths ``nc`` that computes what ``state`` computes.
 
-    ``split_noise`` spreads the split weights of the copies of one channel (0 = equal shares,
-    which keeps copies identical during training). Raises ValueError if a width would shrink.
+    ``new_units``: ``"copy"`` (Net2WiderNet) makes each new channel a copy of an old one, and
+    ``split_noise`` spreads the split weights of the copies of one channel (0 = equal shares, which
+    keeps copies identical during training). ``"random"`` gives the new channels fresh weights
+    (``init_weights``: orthogonal, gain 0.2) and makes every weight that *reads* a new channel zero,
+    so they start as free units that do not share their old twin's gradient.
+    Raises ValueError if a width would shrink.
     """
     old = fbcnn_kwargs_from_state_dict(state)
     nc_old, nc = list(old["nc"]), list(nc)
     if len(nc) != 4 or any(n < o for n, o in zip(nc, nc_old, strict=True)):
         raise ValueError(f"new widths {nc} must be 4 values, each at least the old width ({nc_old})")
+    if new_units == "random":
+        return _widen_with_fresh_units(state, old, nc, seed)
+    if new_units != "copy":
+        raise ValueError(f"new_units must be 'copy' or 'random', got {new_units!r}")
     gen = torch.Generator().manual_seed(seed)
     maps, shares = [], []
     for o, n in zip(nc_old, nc, strict=True):
@@ -111,6 +123,27 @@ def widen_fbcnn_state_dict(
         if read is not None and t.ndim > 1:
             t = _select(t, in_axis, maps[read], shares[read])
         wide[name] = t.contiguous()
+    return wide
+
+
+def _widen_with_fresh_units(
+    state: Mapping[str, torch.Tensor], old: Mapping, nc: list[int], seed: int
+) -> dict[str, torch.Tensor]:
+    """``widen_fbcnn_state_dict(..., new_units="random")``: the old weights are the leading block of
+    each wide tensor (old channels first), the rest fresh, and the weights reading new channels zero."""
+    torch.manual_seed(seed)
+    fresh_net = FBCNN(**{**old, "nc": nc})
+    init_weights(fresh_net)
+    fresh = fresh_net.state_dict()
+    wide = {}
+    for name, t in state.items():
+        w = fresh[name].clone().to(t.dtype)
+        _, read = level_axes(name, old["nb"])
+        if read is not None and t.ndim > 1:
+            transposed = name.split(".")[0].startswith("m_up") and name.split(".")[1] == "0"
+            w.narrow(0 if transposed else 1, old["nc"][read], nc[read] - old["nc"][read]).zero_()
+        w[tuple(slice(0, size) for size in t.shape)] = t
+        wide[name] = w.contiguous()
     return wide
 
 
@@ -137,11 +170,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("src", help="FBCNN checkpoint to widen")
     parser.add_argument("dst", help="output state_dict (.pth or .safetensors)")
     parser.add_argument("--nc", type=int, nargs=4, required=True, metavar="C", help="new widths of the 4 levels")
+    parser.add_argument(
+        "--new-units", choices=("copy", "random"), default="copy", help="copies of old channels, or fresh ones"
+    )
     parser.add_argument("--split-noise", type=float, default=0.1, help="spread of the copies' split weights")
     parser.add_argument("--reset-controller", action="store_true", help="re-initialise qf_embed (dead controllers)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    state = widen_fbcnn_state_dict(read_state_dict(args.src), args.nc, args.split_noise, args.seed)
+    state = widen_fbcnn_state_dict(read_state_dict(args.src), args.nc, args.split_noise, args.seed, args.new_units)
     if args.reset_controller:
         state = reset_controller(state, args.seed)
     write_state_dict(state, args.dst)

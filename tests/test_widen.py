@@ -40,6 +40,23 @@ def test_widened_network_computes_the_same_function(in_nc: int) -> None:
     assert not torch.allclose(w[:, 8], w[:, 8:].mean(1)) and w.shape == (in_nc, WIDE[0], 3, 3)
 
 
+@pytest.mark.parametrize("in_nc", [1, 3])
+def test_widening_with_fresh_units_computes_the_same_function(in_nc: int) -> None:
+    small = make_tiny_fbcnn(in_nc, seed=3)
+    for p in small.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    wide_state = widen_fbcnn_state_dict(small.state_dict(), WIDE, new_units="random")
+    wide = FBCNN(in_nc, in_nc, WIDE, TINY_FBCNN["nb"], qf_dim=TINY_FBCNN["qf_dim"]).eval()
+    wide.load_state_dict(wide_state, strict=True)
+    x = torch.rand(2, in_nc, 40, 48)
+    for a, b in zip(_outputs(small, x), _outputs(wide, x), strict=True):
+        assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+    old = small.state_dict()["m_down1.0.res.0.weight"].shape[0]
+    w = wide_state["m_down1.0.res.0.weight"]  # level 0 to level 0: new rows fresh, reads of new channels zero
+    assert w[old:].abs().sum() > 0 and w[:, old:].abs().sum() == 0
+    assert w[old:, :old].std() != w[:old, :old].std()  # not copies of old rows
+
+
 def test_widening_refuses_to_shrink() -> None:
     with pytest.raises(ValueError, match="at least the old width"):
         widen_fbcnn_state_dict(make_tiny_fbcnn(1).state_dict(), [4, 16, 32, 64])

@@ -212,14 +212,15 @@ def model_choices(extra: Sequence[str | Path]) -> dict[str, Path]:
 
     A file given twice, or a ``--model`` that is a bundled file, is listed once.
     """
+    named = [(f"{Path(p).name} (--model)", Path(p)) for p in extra]
+    bundled = [("gray", ZOO_MODELS[1]), ("colour", ZOO_MODELS[3])]
+    named += [(f"{label}: {path.name} (bundled)", path) for label, path in bundled if path.is_file()]
     choices: dict[str, Path] = {}
-    for path in map(Path, extra):
-        if path.resolve() not in {p.resolve() for p in choices.values()}:
-            choices[f"{path.name} (--model)"] = path
-    listed = {p.resolve() for p in choices.values()}
-    for label, channels in (("gray", 1), ("colour", 3)):
-        if ZOO_MODELS[channels].is_file() and ZOO_MODELS[channels].resolve() not in listed:
-            choices[f"{label}: {ZOO_MODELS[channels].name} (bundled)"] = ZOO_MODELS[channels]
+    listed: set[Path] = set()
+    for name, path in named:
+        if path.resolve() not in listed:
+            choices[name] = path
+            listed.add(path.resolve())
     return choices
 
 

@@ -15,8 +15,9 @@ A lent GPU is counted in minutes, so everything it runs is decided here first::
 2. each model of ``--models`` (default gray, colour) in turn continues from its committed weights in
    ``model_zoo/`` (``path.pretrained_netG``) with its ``options/train_fbcnn_<model>_small_v2.json`` recipe,
    on the GPU with half precision (bf16, or fp16 without native bf16) and all CPU cores but one as data
-   workers, for an equal share of the minutes left. The cosine schedule (``train.total_iter``) is sized
-   from a probe of the step time on random patches; ``train.max_minutes`` stops a run that would overrun;
+   workers, for an equal share of the minutes left. The batch is probed (``--batch auto``: the small network
+   leaves an H200 idle at the CPU recipe's 8), and the cosine schedule (``train.total_iter``) is sized
+   from the probed step time on random patches; ``train.max_minutes`` stops a run that would overrun;
 3. copies each run's ``best_G.pth`` (EMA weights, chosen on IRCNN_Val20), ``train.log`` and
    ``options.json`` to ``--out/<task>/`` and prints a summary (iterations, patches/s,
    best mean validation PSNR against the shipped model's).
@@ -61,6 +62,7 @@ PACK_FOLDERS: dict[str, int | None] = {
 }
 TRAIN_FOLDERS = ("BSDS500_trainval", "Urban100_half", "Kodak5")
 MODELS = {"gray": 1, "color": 3}
+AUTO_BATCHES = (32, 64, 128)  # --batch auto on a GPU: candidates, probed for patches per second
 TREE_LIMIT_MIB = 64.0  # the device tool's limit on the working tree plus carried paths
 
 
@@ -147,7 +149,6 @@ def recipe(model: str, args: argparse.Namespace, device: str, amp: str, root: Pa
         "path.pretrained_step=0",
         f"datasets.train.dataroot_H={train_roots}",
         f"datasets.train.H_size={args.patch}",
-        f"datasets.train.dataloader_batch_size={args.batch}",
         f"datasets.train.dataloader_num_workers={workers}",
         f"datasets.val.dataroot_H={data / 'IRCNN_Val20'}",
         f"train.G_optimizer_lr={args.lr}",
@@ -178,12 +179,50 @@ def probe_step_s(opt: dict, device: torch.device, steps: int = 10) -> float:
     return float(np.median(times))
 
 
+def pick_batch(patches_per_s: dict[int, float], min_gain: float = 1.15) -> int:
+    """The batch size to train with, from probed patches per second: going up from the smallest, a larger
+    batch is taken only where it moves ``min_gain`` times the patches of the one taken so far (fewer, larger
+    steps cost updates)."""
+    best = min(patches_per_s)
+    for batch in sorted(patches_per_s):
+        if patches_per_s[batch] >= min_gain * patches_per_s[best]:
+            best = batch
+    return best
+
+
+def sized_options(
+    option_file: Path, overrides: list[str], device: torch.device, batch: str
+) -> tuple[list[str], dict, float, str]:
+    """Resolve ``--batch`` (a number, or 'auto': probe AUTO_BATCHES on a GPU, the CPU recipe's 8 on a CPU).
+
+    Returns the overrides with the batch added, the options, the probed step time (s) and a report line.
+    """
+
+    def probe(size: int) -> tuple[list[str], dict, float]:
+        items = [*overrides, f"datasets.train.dataloader_batch_size={size}"]
+        opt = load_train_options(str(option_file), items)
+        return items, opt, probe_step_s(opt, device)
+
+    if batch != "auto":
+        items, opt, step_s = probe(int(batch))
+        return items, opt, step_s, f"batch {batch}"
+    if device.type != "cuda":
+        items, opt, step_s = probe(8)
+        return items, opt, step_s, "batch 8 (auto on a CPU)"
+    probed = {size: probe(size) for size in AUTO_BATCHES}
+    rates = {size: size / step_s for size, (_, _, step_s) in probed.items()}
+    chosen = pick_batch(rates)
+    report = ", ".join(f"{size}: {rate:.0f}" for size, rate in rates.items())
+    return (*probed[chosen], f"batch {chosen} (auto; patches/s {report})")
+
+
 def train_one(model: str, args: argparse.Namespace, minutes: float, device: torch.device, amp: str) -> list[str]:
     """Continue one bundled model for ``minutes``; copy its results to args.out. Returns summary lines."""
     option_file = ROOT / "options" / f"train_fbcnn_{model}_small_v2.json"
-    overrides = recipe(model, args, device.type, amp, args.root)
-    opt = load_train_options(str(option_file), overrides)
-    step_s = probe_step_s(opt, device) * args.overhead
+    overrides, opt, step_s, batch_line = sized_options(
+        option_file, recipe(model, args, device.type, amp, args.root), device, args.batch
+    )
+    step_s *= args.overhead
     # Leave a tenth of the share for start-up, validation and saving.
     total = args.iters or max(50, int(0.9 * minutes * 60 / step_s))
     every = max(1, total // 40)  # log lines: where the time budget is checked
@@ -194,7 +233,9 @@ def train_one(model: str, args: argparse.Namespace, minutes: float, device: torc
         f"train.checkpoint_test={max(every, total // 4)}",
         f"train.checkpoint_save={max(every, total // 4)}",
     ]
-    print(f"{model}: probe {step_s:.3f} s per step -> total_iter {total} in {minutes:.1f} min", flush=True)
+    print(
+        f"{model}: {batch_line}; probe {step_s:.3f} s per step -> total_iter {total} in {minutes:.1f} min", flush=True
+    )
     cmd = [sys.executable, str(ROOT / "main_train_fbcnn.py"), "--opt", str(option_file)]
     for item in overrides:
         cmd += ["--set", item]
@@ -205,7 +246,7 @@ def train_one(model: str, args: argparse.Namespace, minutes: float, device: torc
     for path in (exp / "train.log", exp / "options.json", exp / "models" / "best_G.pth"):  # 8 files come back
         if path.is_file():
             shutil.copy2(path, dest / path.name)
-    line = f"{model}: training exit {result.returncode}"
+    line = f"{model}: {batch_line}; training exit {result.returncode}"
     if (exp / "train.log").is_file():
         log = parse_train_log(exp / "train.log")
         best = log.best_step()
@@ -268,7 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data", type=Path, default=PACKED, help="folder with the packed training sets")
     r.add_argument("--root", type=Path, default=ROOT / "experiments", help="experiments folder")
     r.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
-    r.add_argument("--batch", type=int, default=32, help="patches per step (8 on the CPU recipe)")
+    r.add_argument(
+        "--batch",
+        default="auto",
+        type=lambda v: v if v == "auto" else str(int(v)),
+        help=f"patches per step, or 'auto' (default): on a GPU the fastest of {AUTO_BATCHES} in patches/s, "
+        "a larger one only for at least 15 %% more; 8 (the CPU recipe) on a CPU",
+    )
     r.add_argument("--patch", type=int, default=96)
     r.add_argument("--lr", type=float, default=2e-4, help="start of the cosine schedule")
     r.add_argument("--workers", type=int, default=None, help="data workers (default: CPU cores - 1)")

@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from models import load_model
 from tests.conftest import ROOT
@@ -65,7 +66,36 @@ def test_run_trains_from_the_bundled_weights_within_the_budget(datasets: Path, t
     trained, shipped = load_model(run / "best_G.pth"), load_model(gpu_session.ZOO_MODELS[1])
     assert trained.state_dict().keys() == shipped.state_dict().keys()  # the bundled layout, loads strictly
     summary = (out / "summary.txt").read_text()
-    assert "gray: training exit 0; 4 iterations" in summary
+    assert "gray: batch 2; training exit 0; 4 iterations" in summary
+
+
+def test_pick_batch_takes_a_larger_batch_only_for_a_clear_gain() -> None:
+    assert gpu_session.pick_batch({32: 1000.0, 64: 1100.0, 128: 1140.0}) == 32
+    assert gpu_session.pick_batch({32: 1000.0, 64: 1200.0, 128: 1300.0}) == 64
+    assert gpu_session.pick_batch({32: 1000.0, 64: 2000.0, 128: 3900.0}) == 128
+    assert gpu_session.pick_batch({32: 1000.0, 64: 900.0, 128: 1200.0}) == 128  # compared with 32, not 64
+
+
+def test_auto_batch_probes_the_candidates_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Step times as a launch-bound network would show them: 64 patches nearly as fast as 32.
+    step_s = {8: 1.0, 32: 0.020, 64: 0.022, 128: 0.040}
+    probed = []
+
+    def fake_probe(opt: dict, device: object, steps: int = 10) -> float:
+        probed.append(opt["datasets"]["train"]["dataloader_batch_size"])
+        return step_s[probed[-1]]
+
+    monkeypatch.setattr(gpu_session, "probe_step_s", fake_probe)
+    option_file = ROOT / "options" / "train_fbcnn_gray_small_v2.json"
+    overrides = [f"path.pretrained_netG={gpu_session.ZOO_MODELS[1]}"]
+    items, opt, seconds, line = gpu_session.sized_options(option_file, overrides, torch.device("cuda"), "auto")
+    assert probed == list(gpu_session.AUTO_BATCHES)
+    # 128 moves 3200 patches/s against 64's 2909: less than 15 % more, so 64 stays.
+    assert opt["datasets"]["train"]["dataloader_batch_size"] == 64 and seconds == step_s[64]
+    assert items[-1] == "datasets.train.dataloader_batch_size=64" and line.startswith("batch 64 (auto")
+    probed.clear()
+    _, opt, _, line = gpu_session.sized_options(option_file, overrides, torch.device("cpu"), "auto")
+    assert probed == [8] and opt["datasets"]["train"]["dataloader_batch_size"] == 8 and "CPU" in line
 
 
 def test_run_names_missing_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -411,7 +411,7 @@ class Trainer:
                         )
                         return 1
                 out_of_time = False
-                if checks[0] and deadline < math.inf:  # every rank takes part, so all stop at the same step
+                if checks[0] and deadline < math.inf and step < total:  # every rank takes part: all stop together
                     past = torch.tensor(time.perf_counter() > deadline, device=self.dist.device)
                     out_of_time = all_ranks_true(past)
                 if checks[0] or step == total:

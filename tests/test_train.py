@@ -211,6 +211,10 @@ def test_time_budget_stops_with_a_state_and_the_same_command_continues(tmp_path:
     assert max(_log_steps(exp)) == 10 and (exp / "models" / "10_G.pth").is_file()
     assert _run(tmp_path, *common) == 0  # no budget: resumes from step 10 and finishes
     assert "resumed from" in (exp / "train.log").read_text() and max(_log_steps(exp)) == 40
+    # Past the budget at the last step: the run is done, not stopped.
+    assert _run(tmp_path / "last", *common, "train.max_minutes=1e-6", "train.total_iter=10") == 0
+    log = (tmp_path / "last" / "fbcnn_gray_tiny" / "train.log").read_text()
+    assert "done: 10 iterations" in log and "time budget" not in log
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, datasets: Path, monkeypatch) -> None:

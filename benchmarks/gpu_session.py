@@ -15,8 +15,8 @@ A lent GPU is counted in minutes, so everything it runs is decided here first::
 2. each model of ``--models`` (default gray, colour) in turn continues from its committed weights in
    ``model_zoo/`` (``path.pretrained_netG``) with its ``options/train_fbcnn_<model>_small_v2.json`` recipe,
    on the GPU with half precision (bf16, or fp16 without native bf16) and all CPU cores but one as data
-   workers, for an equal share of the minutes left. The batch is probed (``--batch auto``: the small network
-   leaves an H200 idle at the CPU recipe's 8), and the cosine schedule (``train.total_iter``) is sized
+   workers, for an equal share of the minutes left. The batch is probed (``--batch auto``: at small batches the
+   small network leaves a large GPU idle), and the cosine schedule (``train.total_iter``) is sized
    from the probed step time on random patches; ``train.max_minutes`` stops a run that would overrun;
 3. copies each run's ``best_G.pth`` (EMA weights, chosen on IRCNN_Val20), ``train.log`` and
    ``options.json`` to ``--out/<task>/`` and prints a summary (iterations, patches/s,
@@ -286,6 +286,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def batch_arg(value: str) -> str:
+    """``--batch``: 'auto' or a positive whole number (kept as text)."""
+    if value == "auto" or (value.isdigit() and int(value) > 0):
+        return value
+    raise argparse.ArgumentTypeError(f"must be 'auto' or a positive whole number, got {value!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -312,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--batch",
         default="auto",
-        type=lambda v: v if v == "auto" else str(int(v)),
+        type=batch_arg,
         help=f"patches per step, or 'auto' (default): on a GPU the fastest of {AUTO_BATCHES} in patches/s, "
         "a larger one only for at least 15 %% more; 8 (the CPU recipe) on a CPU",
     )

@@ -98,6 +98,13 @@ def test_auto_batch_probes_the_candidates_on_a_gpu(monkeypatch: pytest.MonkeyPat
     assert probed == [8] and opt["datasets"]["train"]["dataloader_batch_size"] == 8 and "CPU" in line
 
 
+@pytest.mark.parametrize("value", ["0", "-8", "big", "3.5"])
+def test_bad_batch_is_named(value: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        gpu_session.main(["run", "--out", "o", "--batch", value])
+    assert f"--batch: must be 'auto' or a positive whole number, got '{value}'" in capsys.readouterr().err
+
+
 def test_run_names_missing_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert gpu_session.main(["run", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--skip-smoke"]) == 2
     assert "run 'gpu_session.py pack'" in capsys.readouterr().err

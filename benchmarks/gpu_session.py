@@ -153,6 +153,7 @@ def recipe(model: str, args: argparse.Namespace, device: str, amp: str, root: Pa
         f"datasets.val.dataroot_H={data / 'IRCNN_Val20'}",
         f"train.G_optimizer_lr={args.lr}",
         f"train.amp={amp}",
+        f"seed={args.seed}",
     ]
 
 
@@ -325,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--patch", type=int, default=96)
     r.add_argument("--lr", type=float, default=2e-4, help="start of the cosine schedule")
+    r.add_argument(
+        "--seed", type=int, default=101, help="patch seed; one no CPU stage used, so the patches are new ones"
+    )
     r.add_argument("--workers", type=int, default=None, help="data workers (default: CPU cores - 1)")
     r.add_argument("--iters", type=int, default=0, help="total_iter per model (default: sized by the probe)")
     r.add_argument("--overhead", type=float, default=1.3, help="step time / probed step time (data, EMA, logs)")

@@ -279,7 +279,7 @@ class DatasetJPEG(Dataset):
         return (
             f"DatasetJPEG('{o['name']}': {len(self.paths)} images from {len(o['dataroot_H'])} folder(s), "
             f"{len(self)} patches/epoch of {self.H_size}x{self.H_size}x{self.n_channels}, "
-            f"double JPEG {o['double_jpeg_prob']:g}, cache {o['cache']} ({self.cache_bytes() / 2**20:.0f} MB))"
+            f"double JPEG {o['double_jpeg_prob']:g}, patch seed {o['seed']}, cache {o['cache']} ({self.cache_bytes() / 2**20:.0f} MB))"
         )
 
     def draw(self, index: int, epoch: int | None = None) -> dict[str, Any]:

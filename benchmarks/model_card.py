@@ -138,8 +138,8 @@ def training_summary(model: str) -> str:
     ]
     return (
         f"_Training: {' then '.join(parts)}; {log.hours():.1f} h of wall-clock training on a 2-core CPU in all. "
-        f"Weights from iteration {step:,} of {log.last_step:,}, the best mean validation PSNR "
-        f"({psnr:.2f} dB over QF {', '.join(map(str, sorted(log.val[step])))} on the held-out images)._"
+        f"Weights from iteration {step:,} of {log.last_step:,}, the last stage's best_G: its best mean validation "
+        f"PSNR ({psnr:.2f} dB over QF {', '.join(map(str, sorted(log.val[step])))} on the held-out images)._"
     )
 
 

@@ -136,6 +136,24 @@ def test_training_log_parser_agrees_with_tensorboard(trained: Path, tmp_path: Pa
     assert chained.train[40]["s_per_it"] == pytest.approx(3 * log.train[20]["s_per_it"], rel=0.01)
     assert chained.last_step == 100
 
+    # best_G holds the weights of the last 'new best' line: 3-decimal ties go to the later save, and a chain's
+    # weights come from its last stage even where an earlier stage validated higher.
+    step_line = next(x for x in lines if "| step" in x)
+    val_line = next(x for x in lines if "| validation step" in x)
+
+    def stage(name: str, bests: dict[int, float]) -> Path:
+        text = []
+        for step, psnr in bests.items():
+            text += [re.sub(r"step(\s+)\d+", f"step {step}", x) for x in (step_line, val_line)]
+            text.append(f"2026-01-01 00:00:00 | new best validation PSNR {psnr:.3f} dB -> best_G.pth")
+        (tmp_path / name).write_text("\n".join(text))
+        return tmp_path / name
+
+    tied = parse_train_log(stage("tied.train.log", {10: 25.0147, 20: 25.0142, 30: 25.0151}))
+    assert tied.best_step() == (30, pytest.approx(25.015))
+    lower = parse_train_log(stage("lower.train.log", {10: 24.9}))
+    assert chain_logs([tied, lower]).best_step() == (40, pytest.approx(24.9))
+
     plot = tmp_path / "curves.png"
     assert training_log_main([str(trained / "train.log"), str(resumed), "--chain", "--plot", str(plot)]) == 0
     assert plot.stat().st_size > 10_000

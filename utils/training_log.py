@@ -67,9 +67,13 @@ class TrainingLog:
         return total / 3600
 
     def best_step(self) -> tuple[int, float] | None:
-        """(iteration, mean validation PSNR) of the best validation: where the trainer saved best_G.pth (from its
-        3-decimal 'new best' lines; the 2-decimal per-QF figures can tie), or None without validation."""
-        scores = self.best or self.mean_val_psnr()
+        """(iteration, mean validation PSNR) of the weights in best_G.pth at the end of the log: the trainer's last
+        'new best' line (of the last stage, for a chained log; 3-decimal figures can tie, and a later save wins),
+        else the best mean of the per-QF validation lines; None without validation."""
+        if self.best:
+            step = max(self.best)
+            return step, self.best[step]
+        scores = self.mean_val_psnr()
         return max(scores.items(), key=lambda kv: kv[1]) if scores else None
 
     def mean_val_psnr(self) -> dict[int, float]:
@@ -190,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logs = [chain_logs(logs)]
     for log in logs:
         best = log.best_step()
-        best_text = f"best validation PSNR {best[1]:.3f} dB at iteration {best[0]}" if best else "no validation"
+        best_text = f"best_G from iteration {best[0]} (validation PSNR {best[1]:.3f} dB)" if best else "no validation"
         print(f"{log.name}: {log.last_step} iterations, {log.hours():.2f} h of training, {best_text}")
     if args.plot and logs:
         print(f"curves: {plot_training_curves(logs, args.plot)}")
